@@ -1,0 +1,69 @@
+"""Summarise a data set on disk: ``python -m dataloader --data-root DIR [--flow-root DIR] --split 1``."""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from utils import UserError, run_cli
+
+from .index import LAYOUTS, build_index, resolve_layout, stream_sources
+from .splits import DEFAULT_SPLIT_DIR, load_split
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dataloader", description=__doc__)
+    p.add_argument("--data-root", help="folder of RGB frames")
+    p.add_argument("--flow-root", help="folder of optical flow frames")
+    p.add_argument("--split-dir", default=str(DEFAULT_SPLIT_DIR), help="folder of the split lists")
+    p.add_argument("--split", type=int, default=1)
+    p.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS))
+    p.add_argument("--rgb-template"), p.add_argument("--flow-x-template"), p.add_argument("--flow-y-template")
+    p.add_argument("--index-cache", help="folder for the frame index cache (default: none)")
+    p.add_argument("--json", help="also write the summary to this JSON file")
+    return p
+
+
+def summarise(args: argparse.Namespace) -> dict:
+    if not args.data_root and not args.flow_root:
+        raise UserError("give --data-root (RGB frames) and/or --flow-root (optical flow)")
+    split = load_split(args.split_dir, args.split)
+    layout = resolve_layout(args.layout, args.rgb_template, args.flow_x_template, args.flow_y_template)
+    sources = []
+    if args.data_root:
+        sources += stream_sources("spatial", layout, data_root=args.data_root)
+    if args.flow_root:
+        sources += stream_sources("motion", layout, flow_root=args.flow_root)
+    summary: dict = {"classes": split.num_classes}
+    frames = []
+    for what, records in (("train", split.train), ("test", split.test)):
+        found, missing = build_index(records, sources, args.index_cache)
+        summary[what] = {"videos": len(records), "found": len(found), "missing": len(missing)}
+        frames += [v.sources[0].frames for v in found]
+        if missing:
+            summary[what]["missing_examples"] = [r.name for r in missing[:5]]
+    summary["frames"] = ({"min": min(frames), "median": statistics.median(frames), "max": max(frames)}
+                         if frames else {"min": None, "median": None, "max": None})
+    return summary
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
+    summary = summarise(args)
+    print(f"classes: {summary['classes']}")
+    for what in ("train", "test"):
+        s = summary[what]
+        line = f"{what}: {s['videos']} videos, {s['found']} found, {s['missing']} missing"
+        if s["missing"]:
+            line += f" (e.g. {', '.join(s['missing_examples'][:3])})"
+        print(line)
+    f = summary["frames"]
+    print(f"frames per video (found): min {f['min']}, median {f['median']}, max {f['max']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    run_cli(main)
