@@ -126,5 +126,8 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int | 
     loader = DataLoader(
         _Guarded(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=_collate, pin_memory=pin_memory, drop_last=train,
-        persistent_workers=workers > 0, prefetch_factor=prefetch_factor if workers > 0 else None)
+        persistent_workers=workers > 0, prefetch_factor=prefetch_factor if workers > 0 else None,
+        # its own generator: creating an iterator must not consume the global RNG, which a
+        # resumed run restores from its checkpoint (samples have their own seeds anyway)
+        generator=torch.Generator().manual_seed(seed))
     return CheckedLoader(loader)

@@ -1,0 +1,114 @@
+"""ResNets for both streams: torchvision's models with a new classifier, any number of input
+channels (cross-modality pre-training for more than 3), and loading of the reference repo's
+checkpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+from utils import UserError
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+class Classifier(nn.Linear):
+    """The new classifier, with optional dropout before it. A subclass of Linear so that the
+    state dict keeps torchvision's names (``fc.weight``, ``fc.bias``)."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0):
+        super().__init__(in_features, num_classes)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.dropout(x))
+
+
+def cross_modality_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Cross-modality pre-training (Wang et al., TSN): average an RGB first-conv weight
+    (out, 3, k, k) over its input channels and replicate it to ``in_channels``."""
+    return weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1).contiguous()
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights through torchvision's weights API: from its cache, or downloaded for
+    an online user. Without either, a UserError says how to supply the file."""
+    weights = models.get_model_weights(arch).DEFAULT
+    try:
+        return weights.get_state_dict(progress=False, check_hash=False)
+    except Exception as err:  # URLError, socket errors, HTTP errors: all mean "not reachable"
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        filename = weights.url.rsplit("/", 1)[-1]
+        raise UserError(
+            f"could not load the ImageNet weights of {arch} ({type(err).__name__}: {err}).\n"
+            f"  fix: on a machine with internet run python -c \"import torchvision; "
+            f"torchvision.models.get_model('{arch}', weights='DEFAULT')\", then copy "
+            f"{filename} to {hub}/ here;\n"
+            f"  or download {weights.url} and pass --pretrained PATH/{filename};\n"
+            f"  or train from scratch with --pretrained none") from None
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local file: torchvision's .pth, or a checkpoint with 'state_dict'/'model'."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--pretrained file not found: {path}\n  fix: pass imagenet, none or a "
+                        f"path to a .pth state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{path}: not a PyTorch weights file ({err})") from None
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+    return normalize_keys(state)
+
+
+def normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map other naming schemes to ours: the reference repo's ``conv1_custom``/``fc_custom``,
+    DataParallel/DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        key = key.replace("conv1_custom.", "conv1.").replace("fc_custom.", "fc.")
+        out[key] = value
+    return out
+
+
+def build_model(arch: str = "resnet101", num_classes: int = 101, in_channels: int = 3,
+                pretrained: str = "imagenet", dropout: float = 0.0) -> nn.Module:
+    """A torchvision ResNet for ``in_channels`` inputs and ``num_classes`` outputs.
+
+    pretrained: 'imagenet' (torchvision's weights), 'none', or a path to a state dict.
+    ImageNet (or file) weights with 3 input channels are adapted by cross-modality
+    pre-training; a classifier of another size is replaced by a fresh one.
+    """
+    if arch not in ARCHS:
+        raise UserError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    model = models.get_model(arch, weights=None)
+    model.fc = Classifier(model.fc.in_features, num_classes, dropout)
+    if in_channels != 3:
+        old = model.conv1
+        model.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+    if pretrained == "none":
+        return model
+    state = imagenet_state_dict(arch) if pretrained == "imagenet" else load_weights_file(pretrained)
+    conv1 = state.get("conv1.weight")
+    if conv1 is not None and conv1.shape[1] != in_channels:
+        if conv1.shape[1] != 3:
+            raise UserError(f"--pretrained {pretrained}: its first conv has {conv1.shape[1]} input "
+                            f"channels; this model needs {in_channels} (or an RGB model to adapt)")
+        state["conv1.weight"] = cross_modality_conv1(conv1, in_channels)
+    if state.get("fc.weight") is not None and state["fc.weight"].shape[0] != num_classes:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # a new classifier
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise UserError(f"--pretrained {pretrained} does not fit {arch}: missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]}")
+    return model

@@ -1,0 +1,45 @@
+"""Motion stream: a ResNet on stacks of 10 optical-flow frames (x/y interleaved, 20 channels),
+first conv from ImageNet by cross-modality pre-training.
+
+    python motion_cnn.py --flow-root DIR [--resume PATH] [--evaluate]
+"""
+from __future__ import annotations
+
+import argparse
+
+import engine
+from dataloader import MotionDataset, motion_normalizer, stream_sources
+from dataloader.transforms import FLOW_MEAN
+from utils import run_cli
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = engine.get_args_parser("motion", __doc__, add_help)
+    parser.add_argument("--flow-root", default="data/tvl1_flow", help="folder of optical flow (u/ and v/)")
+    parser.add_argument("--stack-length", type=int, default=10, help="flow frames per stack (2L input channels)")
+    parser.add_argument("--reference-stack-order", action="store_true",
+                        help="the reference repo's rotated channel order, for its released checkpoints")
+    parser.add_argument("--flow-mean", type=float, default=FLOW_MEAN,
+                        help="subtracted from flow in [0,1]; the reference's checkpoints want 0")
+    parser.set_defaults(batch_size=64, lr=1e-2, epochs=150)
+    return parser
+
+
+MOTION = engine.Stream(
+    name="motion",
+    sources=lambda args, layout: stream_sources("motion", layout, flow_root=args.flow_root),
+    dataset=lambda videos, train, args: MotionDataset(
+        videos, train, reference_order=args.reference_stack_order, input_size=args.input_size,
+        test_frames=args.test_frames, test_mode=args.test_view, stack_length=args.stack_length),
+    normalizer=lambda args, channels_last: motion_normalizer(2 * args.stack_length, args.flow_mean, channels_last),
+    in_channels=lambda args: 2 * args.stack_length,
+    min_frames=lambda args: args.stack_length,
+)
+
+
+def main(args: argparse.Namespace):
+    return engine.run(args, MOTION)
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(get_args_parser().parse_args()))

@@ -1,0 +1,226 @@
+"""Models, the shared engine, the stream scripts and their bad inputs (tiny data, CPU)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import engine
+import motion_cnn
+import spatial_cnn
+from models import build_model, cross_modality_conv1
+from tests.synth import make_dataset
+from utils import UserError, load_scores
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"), frames=13, size=(36, 44))
+
+
+def spatial_args(data, out, *extra):
+    return spatial_cnn.get_args_parser().parse_args([
+        "--data-root", str(data.data_root), "--split-dir", str(data.split_dir), "--output-dir", str(out),
+        "--arch", "resnet18", "--pretrained", "none", "--input-size", "32", "--batch-size", "4",
+        "--workers", "0", "--test-frames", "3", "--epochs", "2", *extra])
+
+
+def motion_args(data, out, *extra):
+    return motion_cnn.get_args_parser().parse_args([
+        "--flow-root", str(data.flow_root), "--split-dir", str(data.split_dir), "--output-dir", str(out),
+        "--arch", "resnet18", "--pretrained", "none", "--input-size", "32", "--batch-size", "4",
+        "--workers", "0", "--test-frames", "3", "--epochs", "2", "--lr", "1e-3", *extra])
+
+
+# --- models --------------------------------------------------------------------------------
+
+def test_cross_modality_init_is_the_rgb_mean_replicated(tmp_path):
+    rgb = build_model("resnet18", 10, 3, "none")
+    path = tmp_path / "rgb.pth"
+    torch.save(rgb.state_dict(), path)
+    flow = build_model("resnet18", 7, 20, str(path))
+    expected = rgb.conv1.weight.mean(dim=1, keepdim=True).expand(-1, 20, -1, -1)
+    assert flow.conv1.weight.shape == (64, 20, 7, 7)
+    assert torch.allclose(flow.conv1.weight, expected)
+    assert torch.equal(flow.layer1[0].conv1.weight, rgb.layer1[0].conv1.weight)  # the rest is copied
+    assert flow.fc.out_features == 7
+    assert torch.allclose(cross_modality_conv1(torch.ones(2, 3, 1, 1), 4), torch.ones(2, 4, 1, 1))
+
+
+def test_dropout_keeps_torchvision_key_names():
+    model = build_model("resnet18", 5, 3, "none", dropout=0.5)
+    assert {"fc.weight", "fc.bias", "conv1.weight"} <= set(model.state_dict())
+
+
+def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError) as err:
+        build_model("resnet101", 101, 3, "imagenet")
+    message = str(err.value)
+    assert "resnet101-" in message and "--pretrained PATH" in message and "--pretrained none" in message
+    with pytest.raises(UserError, match="not found"):
+        build_model("resnet18", 3, 3, str(tmp_path / "missing.pth"))
+
+
+# --- training, checkpoints, resume ---------------------------------------------------------
+
+def test_train_writes_logs_checkpoints_scores(data, tmp_path):
+    out = tmp_path / "spatial"
+    result = spatial_cnn.main(spatial_args(data, out))
+    assert {"checkpoint.pth.tar", "model_best.pth.tar", "spatial_video_preds.pickle", "train.csv",
+            "test.csv", "curves.png"} <= {p.name for p in out.iterdir()}
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["stream"] == "spatial" and ckpt["class_names"] == list(data.classes)
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "args", "best_top1"} <= set(ckpt)
+    assert len((out / "train.csv").read_text().splitlines()) == 3
+    scores = load_scores(out / "spatial_video_preds.pickle")
+    assert set(scores) == {n[2:] for n in data.test} and all(s.shape == (3,) for s in scores.values())
+    assert 0 <= result["top1"] <= 100
+
+
+def _interrupt_at_step(monkeypatch, step):
+    """Send SIGINT to ourselves during the given optimizer step (the user's Ctrl-C)."""
+    calls = {"n": 0}
+    original = torch.optim.SGD.step
+
+    def step_and_maybe_interrupt(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == step:
+            signal.raise_signal(signal.SIGINT)
+        return out
+    monkeypatch.setattr(torch.optim.SGD, "step", step_and_maybe_interrupt)
+
+
+@pytest.mark.parametrize("interrupt_step", [2, 3])  # 3 steps an epoch: mid-epoch and on the boundary
+def test_interrupt_and_resume_equals_uninterrupted(data, tmp_path, monkeypatch, interrupt_step):
+    extra = ("--epochs", "2", "--dropout", "0.3")
+    straight = tmp_path / "straight"
+    spatial_cnn.main(spatial_args(data, straight, *extra))
+
+    broken = tmp_path / "broken"
+    with monkeypatch.context() as m:
+        _interrupt_at_step(m, interrupt_step)
+        with pytest.raises(SystemExit) as stopped:
+            spatial_cnn.main(spatial_args(data, broken, *extra))
+    assert stopped.value.code == 128 + signal.SIGINT
+    partial = torch.load(broken / "checkpoint.pth.tar", weights_only=True)
+    assert partial["epoch"] == 0 and partial["samples_done"] == interrupt_step * 4
+    spatial_cnn.main(spatial_args(data, broken, *extra, "--resume", str(broken / "checkpoint.pth.tar")))
+
+    a = torch.load(straight / "checkpoint.pth.tar", weights_only=True)
+    b = torch.load(broken / "checkpoint.pth.tar", weights_only=True)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["optimizer"]["state"][0]["momentum_buffer"].equal(b["optimizer"]["state"][0]["momentum_buffer"])
+    assert (straight / "train.csv").read_text().splitlines()[1].split(",")[:4] == \
+        (broken / "train.csv").read_text().splitlines()[1].split(",")[:4]
+    assert len((broken / "train.csv").read_text().splitlines()) == 3
+
+
+def test_evaluate_then_fuse(data, tmp_path):
+    sp, mo = tmp_path / "spatial", tmp_path / "motion"
+    spatial_cnn.main(spatial_args(data, sp, "--epochs", "1"))
+    motion_cnn.main(motion_args(data, mo, "--epochs", "1"))
+    (sp / "spatial_video_preds.pickle").unlink()
+    result = spatial_cnn.main(spatial_args(data, sp, "--evaluate", "--resume", str(sp / "model_best.pth.tar")))
+    motion_cnn.main(motion_args(data, mo, "--evaluate", "--resume", str(mo / "model_best.pth.tar")))
+    scores = load_scores(sp / "spatial_video_preds.pickle")
+    labels = [data.classes.index(n.split("_")[0]) for n in sorted(scores)]
+    top1 = 100 * np.mean([scores[k].argmax() == y for k, y in zip(sorted(scores), labels)])
+    assert top1 == pytest.approx(result["top1"])
+    out = tmp_path / "fusion.json"
+    proc = subprocess.run([sys.executable, "average_fusion.py", "--spatial", str(sp / "spatial_video_preds.pickle"),
+                           "--motion", str(mo / "motion_video_preds.pickle"), "--split-dir", str(data.split_dir),
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "fusion" in proc.stdout and out.exists()
+
+
+def test_evaluate_on_a_fresh_model(data, tmp_path):
+    result = motion_cnn.main(motion_args(data, tmp_path, "--evaluate"))
+    assert (tmp_path / "motion_video_preds.pickle").exists() and result["top5"] == 100.0  # 3 classes
+
+
+def test_reference_checkpoint_loads_and_gives_the_same_scores(data, tmp_path):
+    ours = tmp_path / "ours"
+    motion_cnn.main(motion_args(data, ours, "--epochs", "1"))
+    ckpt = torch.load(ours / "model_best.pth.tar", weights_only=True)
+    reference_state = {k.replace("conv1.", "conv1_custom.", 1) if k.startswith("conv1.") else
+                       k.replace("fc.", "fc_custom.", 1) if k.startswith("fc.") else k: v
+                       for k, v in ckpt["model"].items()}
+    assert "conv1_custom.weight" in reference_state and "fc_custom.bias" in reference_state
+    ref_path = tmp_path / "ref_motion_best.pth.tar"
+    torch.save({"epoch": 7, "state_dict": reference_state, "best_prec1": 12.5, "optimizer": {}}, ref_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    motion_cnn.main(motion_args(data, a, "--evaluate", "--resume", str(ours / "model_best.pth.tar")))
+    motion_cnn.main(motion_args(data, b, "--evaluate", "--resume", str(ref_path)))
+    sa, sb = load_scores(a / "motion_video_preds.pickle"), load_scores(b / "motion_video_preds.pickle")
+    assert sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoint_of_the_wrong_stream_or_arch(data, tmp_path):
+    sp = tmp_path / "sp"
+    spatial_cnn.main(spatial_args(data, sp, "--epochs", "1"))
+    best = str(sp / "model_best.pth.tar")
+    with pytest.raises(UserError, match="checkpoint of the spatial stream; this is the motion stream"):
+        motion_cnn.main(motion_args(data, tmp_path / "m", "--evaluate", "--resume", best))
+    with pytest.raises(UserError, match="trained with --arch resnet18, not resnet34"):
+        spatial_cnn.main(spatial_args(data, tmp_path / "s", "--evaluate", "--resume", best, "--arch", "resnet34"))
+    bare = tmp_path / "bare.pth"
+    torch.save(build_model("resnet18", 3, 3, "none").state_dict(), bare)  # a state dict without metadata
+    with pytest.raises(UserError, match="takes 3 input channels .*spatial stream checkpoint"):
+        motion_cnn.main(motion_args(data, tmp_path / "m", "--evaluate", "--resume", str(bare)))
+    with pytest.raises(UserError, match="does not fit --arch resnet34"):
+        spatial_cnn.main(spatial_args(data, tmp_path / "s", "--evaluate", "--resume", str(bare), "--arch", "resnet34"))
+    garbage = tmp_path / "garbage.pth.tar"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read this checkpoint"):
+        spatial_cnn.main(spatial_args(data, tmp_path / "s", "--evaluate", "--resume", str(garbage)))
+    with pytest.raises(UserError, match="checkpoint not found"):
+        spatial_cnn.main(spatial_args(data, tmp_path / "s", "--resume", str(tmp_path / "nope.pth.tar")))
+
+
+def test_nan_loss_stops_the_run(data, tmp_path):
+    with pytest.raises(UserError, match="NaN/inf in epoch 1"):
+        motion_cnn.main(motion_args(data, tmp_path, "--lr", "1e30", "--epochs", "1"))
+    assert not (tmp_path / "checkpoint.pth.tar").exists()
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pth.tar"
+    engine.save_checkpoint(path, {"epoch": 1})
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        engine.save_checkpoint(path, {"epoch": 2})
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth.tar"]
+
+
+def test_holdout_validation_selects_and_scores_test_once(data, tmp_path):
+    out = tmp_path / "val"
+    spatial_cnn.main(spatial_args(data, out, "--holdout-groups", "1"))
+    assert (out / "val.csv").exists() and not (out / "test.csv").exists()
+    assert (out / "spatial_video_preds.pickle").exists()
+
+
+def test_script_errors_are_one_message(data, tmp_path):
+    proc = subprocess.run([sys.executable, "spatial_cnn.py", "--data-root", str(tmp_path / "nope"),
+                           "--split-dir", str(data.split_dir), "--pretrained", "none"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--data-root folder not found" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,152 @@
+"""Score files (safe loading, formats) and average_fusion.py."""
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import average_fusion
+from tests.synth import write_split
+from utils import ScoreFileError, load_scores, save_scores
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = ["A", "B", "C", "D", "E", "F", "G"]
+
+
+def python2_pickle(scores: dict[str, np.ndarray]) -> bytes:
+    """The bytes Python 2's cPickle (protocol 2) writes for {str: float32 array}: py2 str
+    keys and array data as SHORT_BINSTRING, globals from numpy.core.multiarray."""
+    out = bytearray(b"\x80\x02}q\x00(")
+    for key, array in scores.items():
+        data = array.astype("<f4").tobytes()
+        out += b"U" + bytes([len(key)]) + key.encode()
+        out += b"cnumpy.core.multiarray\n_reconstruct\nq\x01cnumpy\nndarray\nq\x02K\x00\x85U\x01b\x87R"
+        out += b"(K\x01" + b"K" + bytes([array.size]) + b"\x85"
+        out += b"cnumpy\ndtype\nq\x03U\x02f4K\x00K\x01\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        out += b"\x89" + (b"U" + bytes([len(data)]) if len(data) < 256 else b"T" + struct.pack("<I", len(data))) + data
+        out += b"tb"
+    out += b"u."
+    return bytes(out)
+
+
+def test_python2_and_every_python3_protocol_load(tmp_path):
+    scores = {"A_g01_c01": np.array([1.5, -2.0, 3.25], np.float32), "B_g02_c03": np.arange(3, dtype=np.float32)}
+    path = tmp_path / "py2.pickle"
+    path.write_bytes(python2_pickle(scores))
+    loaded = load_scores(path)
+    assert loaded.keys() == scores.keys() and all(np.array_equal(loaded[k], scores[k]) for k in scores)
+    for protocol in range(0, pickle.HIGHEST_PROTOCOL + 1):
+        path = tmp_path / f"p{protocol}.pickle"
+        path.write_bytes(pickle.dumps(scores, protocol=protocol))
+        loaded = load_scores(path)
+        assert all(np.array_equal(loaded[k], scores[k]) for k in scores), protocol
+    path.write_bytes(pickle.dumps({k: v.astype(np.float64).tolist() for k, v in scores.items()}))
+    assert np.array_equal(load_scores(path)["A_g01_c01"], scores["A_g01_c01"])  # plain lists of floats
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+    path = tmp_path / "evil.pickle"
+    path.write_bytes(pickle.dumps({"A_g01_c01": Evil()}))
+    with pytest.raises(ScoreFileError, match="refusing to load global builtins.print"):
+        load_scores(path)
+
+
+def test_save_and_load_both_formats(tmp_path):
+    scores = {"A_g01_c01": np.array([0.1, 0.9]), "B_g01_c01": np.array([0.7, 0.3])}
+    for name in ("s.pickle", "s.npz"):
+        save_scores(tmp_path / name, scores)
+        loaded = load_scores(tmp_path / name)
+        assert loaded.keys() == scores.keys() and np.allclose(loaded["B_g01_c01"], [0.7, 0.3])
+    raw = pickle.loads((tmp_path / "s.pickle").read_bytes())  # plain reference format
+    assert isinstance(raw, dict) and isinstance(raw["A_g01_c01"], np.ndarray)
+    (tmp_path / "bad.pickle").write_bytes(b"garbage")
+    with pytest.raises(ScoreFileError, match="bad.pickle: not a readable score file"):
+        load_scores(tmp_path / "bad.pickle")
+    with pytest.raises(ScoreFileError, match="score file not found"):
+        load_scores(tmp_path / "none.pickle")
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    test = [(c, f"v_{c}_g01_c01") for c in CLASSES[:4]]
+    write_split(tmp_path / "splits", CLASSES, [("A", "v_A_g02_c01")], test)
+    return tmp_path / "splits"
+
+
+def fusion_args(split_dir, spatial, motion, *extra):
+    return average_fusion.get_args_parser().parse_args(
+        ["--spatial", str(spatial), "--motion", str(motion), "--split-dir", str(split_dir), *extra])
+
+
+def onehot_rank(order: list[int]) -> np.ndarray:
+    """Scores that rank classes in the given order (first = highest)."""
+    s = np.zeros(len(CLASSES))
+    for rank, c in enumerate(order):
+        s[c] = len(CLASSES) - rank
+    return s
+
+
+def test_fusion_of_hand_made_scores(tmp_path, split_dir):
+    # labels: A=0, B=1, C=2, D=3
+    spatial = {"A_g01_c01": onehot_rank([0, 1, 2, 3, 4, 5, 6]),   # right
+               "B_g01_c01": onehot_rank([0, 2, 3, 4, 5, 1, 6]),   # label 6th: wrong in top-5
+               "C_g01_c01": onehot_rank([1, 2, 0, 3, 4, 5, 6]),   # label 2nd: top-5 only
+               "D_g01_c01": onehot_rank([3, 0, 1, 2, 4, 5, 6])}   # right
+    motion = {"A_g01_c01": onehot_rank([1, 0, 2, 3, 4, 5, 6]) * 0.1,  # label 2nd
+              "B_g01_c01": onehot_rank([1, 0, 2, 3, 4, 5, 6]) * 10,   # right, confident
+              "C_g01_c01": onehot_rank([2, 1, 0, 3, 4, 5, 6]) * 10,   # right, confident
+              "D_g01_c01": onehot_rank([0, 1, 2, 4, 3, 5, 6]) * 10}   # label 5th, confident
+    save_scores(tmp_path / "s.pickle", spatial)
+    save_scores(tmp_path / "m.npz", motion)
+    report = average_fusion.main(fusion_args(split_dir, tmp_path / "s.pickle", tmp_path / "m.npz",
+                                             "--json", str(tmp_path / "f.json"), "--per-class", str(tmp_path / "pc.csv"),
+                                             "--confusion", str(tmp_path / "c.png")))
+    # by hand: spatial top-1 A,D = 50%, top-5 A,C,D = 75%; motion top-1 B,C = 50%, top-5 all = 100%;
+    # fusion (1:1 sum): A right (7+0.6 vs 6+0.7), B right (motion's 70 dominates), C right;
+    # D wrong: class A 6+70=76 > ... > D 7+30=37, D 5th of the fused ranking, so top-5 100%.
+    assert report["spatial"] == {"top1": 50.0, "top5": 75.0}
+    assert report["motion"] == {"top1": 50.0, "top5": 100.0}
+    assert report["fusion"] == {"top1": 75.0, "top5": 100.0}
+    assert report["videos"] == 4
+    assert json.loads((tmp_path / "f.json").read_text()) == report
+    rows = list(csv.DictReader(open(tmp_path / "pc.csv")))
+    assert [r["class"] for r in rows] == ["A", "B", "C", "D"]
+    assert rows[3]["spatial_top1"] == "100.0" and rows[3]["fusion_top1"] == "0.0"
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    weighted = average_fusion.main(fusion_args(split_dir, tmp_path / "s.pickle", tmp_path / "m.npz",
+                                               "--weights", "1", "0"))
+    assert weighted["fusion"] == weighted["spatial"]
+    three = average_fusion.main(fusion_args(split_dir, tmp_path / "s.pickle", tmp_path / "m.npz",
+                                            "--stream", f"extra={tmp_path / 's.pickle'}", "--weights", "1", "0", "1"))
+    assert three["extra"] == three["spatial"] and three["fusion"] == three["spatial"]
+
+
+def test_fusion_errors_list_what_differs(tmp_path, split_dir):
+    base = {f"{c}_g01_c01": np.ones(len(CLASSES)) for c in "ABCD"}
+    save_scores(tmp_path / "s.pickle", base)
+    save_scores(tmp_path / "m.pickle", {k: v for k, v in base.items() if k != "C_g01_c01"})
+    with pytest.raises(ScoreFileError) as err:
+        average_fusion.main(fusion_args(split_dir, tmp_path / "s.pickle", tmp_path / "m.pickle"))
+    assert "1 only in spatial: C_g01_c01" in str(err.value)
+    save_scores(tmp_path / "m.pickle", {k: np.ones(5) for k in base})
+    with pytest.raises(ScoreFileError, match="differ in length: .*s.pickle has 7, .*m.pickle has 5"):
+        average_fusion.main(fusion_args(split_dir, tmp_path / "s.pickle", tmp_path / "m.pickle"))
+    save_scores(tmp_path / "m.pickle", {**base, "Z_g09_c01": np.ones(7)})
+    save_scores(tmp_path / "s.pickle", {**base, "Z_g09_c01": np.ones(7)})
+    with pytest.raises(ScoreFileError, match="not in split 1 .*Z_g09_c01"):
+        average_fusion.main(fusion_args(split_dir, tmp_path / "s.pickle", tmp_path / "m.pickle"))
+    proc = subprocess.run([sys.executable, "average_fusion.py", "--spatial", str(tmp_path / "s.pickle"),
+                           "--motion", str(tmp_path / "missing.pickle"), "--split-dir", str(split_dir)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "score file not found" in proc.stderr and "Traceback" not in proc.stderr
