@@ -19,13 +19,16 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a script's main(); a UserError becomes one message on stderr and exit status 2."""
+    """Run a script's main(); a UserError becomes one message on stderr and exit status 2,
+    an int returned by main() becomes the exit status."""
     import sys
     try:
-        main()
+        result = main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    if isinstance(result, int):
+        sys.exit(result)
 
 
 @contextlib.contextmanager

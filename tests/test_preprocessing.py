@@ -1,0 +1,150 @@
+"""Preprocessing tools: frame extraction, optical flow, the synthetic data set."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dataloader import LAYOUTS, MotionDataset, index_videos, load_split, stream_sources
+from tools import compute_flow, extract_frames, make_demo_data
+
+H, W = 64, 80
+
+
+def textured_video(path: Path, dx: float, dy: float, frames: int = 6, seed: int = 0) -> None:
+    """A smooth random texture translating by (dx, dy) pixels per frame (x right, y down)."""
+    rng = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(rng.uniform(0, 255, (H * 3, W * 3)).astype(np.float32), (0, 0), 2.0)
+    big = cv2.normalize(big, None, 20, 235, cv2.NORM_MINMAX)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (W, H))
+    writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
+    for t in range(frames):
+        shift = np.float32([[1, 0, dx * t - W], [0, 1, dy * t - H]])  # sub-pixel warp: content moves by +t*(dx,dy)
+        frame = cv2.warpAffine(big, shift, (W, H), flags=cv2.INTER_CUBIC)
+        writer.write(cv2.cvtColor(np.clip(frame, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR))
+    writer.release()
+
+
+def frames_args(video_dir, out, *extra):
+    return extract_frames.get_args_parser().parse_args([str(video_dir), str(out), "--size", "0", "0",
+                                                         "--workers", "1", "--quality", "95", *extra])
+
+
+def flow_args(frames_dir, out, *extra):
+    return compute_flow.get_args_parser().parse_args([str(frames_dir), str(out), "--workers", "1", *extra])
+
+
+@pytest.mark.parametrize("method", ["tvl1", "farneback"])
+def test_known_displacement_is_found_in_the_flow_jpegs(tmp_path, method):
+    videos = tmp_path / "videos" / "Move"
+    videos.mkdir(parents=True)
+    dx, dy = 2.0, -1.5  # right and up
+    textured_video(videos / "v_Move_g01_c01.avi", dx, dy)
+    assert extract_frames.main(frames_args(tmp_path / "videos", tmp_path / "frames")) == 0
+    frames = sorted((tmp_path / "frames" / "v_Move_g01_c01").iterdir())
+    assert [f.name for f in frames] == [f"frame{i:06d}.jpg" for i in range(1, 7)]
+    assert compute_flow.main(flow_args(tmp_path / "frames", tmp_path / "flow", "--method", method)) == 0
+    for axis, expected in (("u", dx), ("v", dy)):
+        files = sorted((tmp_path / "flow" / axis / "v_Move_g01_c01").iterdir())
+        assert len(files) == 5  # n frames give n-1 flow frames
+        for f in files:
+            image = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+            pixels = compute_flow.dequantize(image, 20.0)[12:-12, 12:-12]  # away from the borders
+            assert abs(float(np.median(pixels)) - expected) < 0.25, (axis, f.name, np.median(pixels))
+
+
+def test_quantization_convention():
+    flow = np.array([-25.0, -20.0, 0.0, 10.0, 20.0, 30.0])
+    q = compute_flow.quantize(flow, 20.0)
+    assert q.tolist() == [0, 0, 128, 191, 255, 255]
+    assert np.allclose(compute_flow.dequantize(q, 20.0), [-20, -20, 0.078, 9.96, 20, 20], atol=0.01)
+
+
+def test_flow_output_is_read_by_the_motion_dataset(tmp_path):
+    videos = tmp_path / "videos" / "Move"
+    videos.mkdir(parents=True)
+    textured_video(videos / "v_Move_g01_c01.avi", 1.0, 0.0, frames=13)
+    extract_frames.main(frames_args(tmp_path / "videos", tmp_path / "frames"))
+    compute_flow.main(flow_args(tmp_path / "frames", tmp_path / "flow", "--method", "farneback"))
+    split_dir = tmp_path / "splits"
+    split_dir.mkdir()
+    (split_dir / "classInd.txt").write_text("1 Move\n")
+    (split_dir / "trainlist01.txt").write_text("Move/v_Move_g01_c01.avi 1\n")
+    (split_dir / "testlist01.txt").write_text("")
+    split = load_split(split_dir)
+    (video,) = index_videos(split.train, "train", stream_sources("motion", LAYOUTS["ucf101"], flow_root=tmp_path / "flow"))
+    assert video.frames == 12
+    stack, _, _ = MotionDataset([video], train=False, input_size=32, test_frames=3)[0]
+    assert stack.shape == (20, 32, 32)
+    x = stack[0::2].float().mean().item()
+    assert x > 128 + 3  # rightward motion: x above the zero level 128
+
+
+def test_extraction_is_resumable(tmp_path):
+    videos = tmp_path / "videos" / "Move"
+    videos.mkdir(parents=True)
+    for i in (1, 2):
+        textured_video(videos / f"v_Move_g0{i}_c01.avi", 1.0, 0.0, seed=i)
+    out = tmp_path / "frames"
+    assert extract_frames.main(frames_args(tmp_path / "videos", out)) == 0
+    done = out / "v_Move_g01_c01" / "frame000001.jpg"
+    stamp = done.stat().st_mtime_ns
+    # a run stopped half-way: video 2 only half written, in its partial folder
+    shutil.rmtree(out / "v_Move_g02_c01")
+    partial = out / ".partial-v_Move_g02_c01"
+    partial.mkdir()
+    (partial / "frame000001.jpg").write_bytes(b"half")
+    assert extract_frames.main(frames_args(tmp_path / "videos", out)) == 0
+    assert done.stat().st_mtime_ns == stamp  # finished video skipped
+    assert not partial.exists() and len(os.listdir(out / "v_Move_g02_c01")) == 6
+
+    flow = tmp_path / "flow"
+    assert compute_flow.main(flow_args(out, flow, "--method", "farneback")) == 0
+    stamp = (flow / "u" / "v_Move_g01_c01" / "frame000001.jpg").stat().st_mtime_ns
+    shutil.rmtree(flow / "u" / "v_Move_g02_c01")  # stopped between the y and the x rename
+    assert compute_flow.main(flow_args(out, flow, "--method", "farneback")) == 0
+    assert (flow / "u" / "v_Move_g01_c01" / "frame000001.jpg").stat().st_mtime_ns == stamp
+    assert len(os.listdir(flow / "u" / "v_Move_g02_c01")) == len(os.listdir(flow / "v" / "v_Move_g02_c01")) == 5
+
+
+def test_a_corrupt_video_is_reported_and_the_others_extracted(tmp_path, capsys):
+    videos = tmp_path / "videos" / "Move"
+    videos.mkdir(parents=True)
+    textured_video(videos / "v_Move_g01_c01.avi", 1.0, 0.0)
+    (videos / "v_Move_g02_c01.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI this is not a video" * 10)
+    status = extract_frames.main(frames_args(tmp_path / "videos", tmp_path / "frames"))
+    assert status == 1
+    out = capsys.readouterr().out
+    assert "1 of 2 videos failed" in out and "v_Move_g02_c01" in out
+    assert len(os.listdir(tmp_path / "frames" / "v_Move_g01_c01")) == 6
+    assert not (tmp_path / "frames" / "v_Move_g02_c01").exists()
+    # and a frame folder with a broken JPEG fails its flow, not the others
+    os.makedirs(tmp_path / "frames" / "v_Bad_g01_c01")
+    for i in (1, 2):
+        (tmp_path / "frames" / "v_Bad_g01_c01" / f"frame{i:06d}.jpg").write_bytes(b"broken")
+    assert compute_flow.main(flow_args(tmp_path / "frames", tmp_path / "flow", "--method", "farneback")) == 1
+    assert (tmp_path / "flow" / "u" / "v_Move_g01_c01").is_dir()
+    assert not (tmp_path / "flow" / "u" / "v_Bad_g01_c01").exists()
+
+
+def test_demo_data_is_seeded_and_in_ucf101_format(tmp_path):
+    def digest(root: Path) -> str:
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+        return h.hexdigest()
+
+    a = make_demo_data.make_demo_data(tmp_path / "a", seed=3, frames=8, videos_per_class=5)
+    make_demo_data.make_demo_data(tmp_path / "b", seed=3, frames=8, videos_per_class=5)
+    make_demo_data.make_demo_data(tmp_path / "c", seed=4, frames=8, videos_per_class=5)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+    split = load_split(a)
+    assert split.num_classes == 6 and len(split.train) == 6 and len(split.test) == 24
+    capture = cv2.VideoCapture(str(tmp_path / "a" / "videos" / "RedUp" / "v_RedUp_g01_c01.avi"))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 8

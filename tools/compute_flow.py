@@ -1,0 +1,156 @@
+"""Compute optical flow between consecutive frames of every video, as x/y JPEGs.
+
+    python tools/compute_flow.py FRAMES_DIR OUT_DIR [--method tvl1|farneback] [--bound 20]
+                                 [--workers N] [--quality 90]
+
+FRAMES_DIR holds one folder of ``frame000001.jpg ...`` a video (tools/extract_frames.py's
+output). OUT_DIR receives ``u/<video>/frame000001.jpg`` (x) and ``v/<video>/...`` (y): n
+frames give n-1 flow frames, the layout the motion stream reads without conversion.
+
+Each component is clipped to [-bound, bound] pixels and mapped linearly to 0..255
+(value = (flow + bound) * 255 / (2 bound), rounded): 128 is no motion. Sign convention
+(OpenCV's): flow at pixel (x, y) of frame t points to where it moved in frame t+1, so
+x > 128 means motion to the right and y > 128 motion downwards.
+
+TV-L1 is OpenCV's DualTVL1 (opencv-contrib) with its default parameters; Farneback is the
+fast option. Parallel over videos, resumable, failures listed and exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dataloader.loaders import default_workers  # noqa: E402
+from tools.extract_frames import FRAME_NAME  # noqa: E402
+from tools.jobs import finish_partial, report, run_jobs, start_partial  # noqa: E402
+from utils import UserError, run_cli  # noqa: E402
+
+FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
+METHODS = ("tvl1", "farneback")
+
+
+@dataclass(frozen=True)
+class FlowJob:
+    name: str
+    frames_dir: str
+    out_dir: str
+    method: str
+    bound: float
+    quality: int
+
+
+def quantize(flow: np.ndarray, bound: float) -> np.ndarray:
+    """Flow in pixels -> uint8: [-bound, bound] mapped linearly to 0..255."""
+    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2 * bound))
+    return np.round(scaled).astype(np.uint8)
+
+
+def dequantize(image: np.ndarray, bound: float) -> np.ndarray:
+    """uint8 flow image -> pixels (the inverse of :func:`quantize`, up to rounding)."""
+    return image.astype(np.float32) * (2 * bound / 255.0) - bound
+
+
+def flow_function(method: str):
+    """A function (prev_grey, next_grey) -> flow HxWx2 float32 for the chosen method."""
+    import cv2
+
+    if method == "tvl1":
+        if not hasattr(cv2, "optflow"):
+            raise UserError("TV-L1 needs opencv-contrib: pip install opencv-contrib-python-headless "
+                            "(and uninstall opencv-python-headless), or use --method farneback")
+        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+        return lambda prev, nxt: tvl1.calc(prev, nxt, None)
+    if method == "farneback":
+        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    raise UserError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The frames of a video folder in order; their numbers must run 1..n."""
+    numbered = sorted((int(m.group(1)), folder / name) for name in os.listdir(folder)
+                      if (m := FRAME_RE.match(name)))
+    if [n for n, _ in numbered] != list(range(1, len(numbered) + 1)):
+        raise UserError(f"{folder}: frame numbers do not run 1..{len(numbered)}")
+    return [p for _, p in numbered]
+
+
+def compute(job: FlowJob) -> str | None:
+    import cv2
+
+    out = Path(job.out_dir)
+    final_x, final_y = out / "u" / job.name, out / "v" / job.name
+    if final_x.is_dir() and final_y.is_dir():
+        return None  # finished in an earlier run
+    if final_y.is_dir():  # stopped between the two renames
+        shutil.rmtree(final_y)
+    frames = frame_files(Path(job.frames_dir))
+    if len(frames) < 2:
+        return f"needs at least 2 frames, found {len(frames)}"
+    flow_of = flow_function(job.method)
+    tmp_x, tmp_y = start_partial(final_x), start_partial(final_y)
+    params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
+    prev = _read_grey(frames[0])
+    for i, path in enumerate(frames[1:], start=1):
+        nxt = _read_grey(path)
+        if nxt.shape != prev.shape:
+            return f"{path.name} is {nxt.shape[1]}x{nxt.shape[0]}, the video's frames are {prev.shape[1]}x{prev.shape[0]}"
+        flow = flow_of(prev, nxt)
+        name = FRAME_NAME.format(idx=i)
+        cv2.imwrite(str(tmp_x / name), quantize(flow[..., 0], job.bound), params)
+        cv2.imwrite(str(tmp_y / name), quantize(flow[..., 1], job.bound), params)
+        prev = nxt
+    finish_partial(tmp_y, final_y)
+    finish_partial(tmp_x, final_x)  # last: x present means the video is complete
+    return None
+
+
+def _read_grey(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise UserError(f"cannot decode {path}")
+    return image
+
+
+def find_frame_folders(frames_dir: Path) -> list[Path]:
+    if not frames_dir.is_dir():
+        raise UserError(f"frames folder not found: {frames_dir}")
+    return sorted(p for p in frames_dir.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and any(FRAME_RE.match(n) for n in os.listdir(p)))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("frames_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--method", default="tvl1", choices=METHODS)
+    p.add_argument("--bound", type=float, default=20.0, help="flow is clipped to [-bound, bound] pixels")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    p.add_argument("--workers", type=int, default=default_workers() + 1)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.bound <= 0:
+        raise UserError("--bound must be positive")
+    flow_function(args.method)  # fail early on a missing opencv-contrib
+    folders = find_frame_folders(args.frames_dir)
+    if not folders:
+        raise UserError(f"no frame folders (frame000001.jpg ...) under {args.frames_dir}")
+    jobs = [FlowJob(f.name, str(f), str(args.out_dir), args.method, args.bound, args.quality) for f in folders]
+    failures = run_jobs(jobs, compute, args.workers, f"flow ({args.method})")
+    return report(failures, len(jobs), f"written to {args.out_dir}/u and {args.out_dir}/v")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(get_args_parser().parse_args()))

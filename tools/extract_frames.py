@@ -1,0 +1,120 @@
+"""Extract RGB JPEG frames from videos, in the data layer's default layout.
+
+    python tools/extract_frames.py VIDEO_DIR OUT_DIR [--every N] [--size 256 340] [--workers N]
+                                   [--quality 90] [--list FILE]
+
+VIDEO_DIR is searched recursively for videos (UCF101: ``UCF-101/Class/v_Class_gXX_cYY.avi``),
+or ``--list`` names them (one path relative to VIDEO_DIR a line; UCF101 split lists work).
+Each video becomes ``OUT_DIR/<video name>/frame000001.jpg ...``. Decoding through OpenCV's
+videoio (FFmpeg). Parallel over videos, resumable (finished videos are skipped, half-written
+ones redone); videos that cannot be decoded are listed at the end and the exit status is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dataloader.index import LAYOUTS  # noqa: E402
+from dataloader.loaders import default_workers  # noqa: E402
+from tools.jobs import VIDEO_EXTENSIONS, finish_partial, report, run_jobs, start_partial  # noqa: E402
+from utils import UserError, run_cli  # noqa: E402
+
+FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    name: str
+    video: str
+    out_dir: str
+    every: int
+    size: tuple[int, int] | None  # (height, width)
+    quality: int
+
+
+def find_videos(video_dir: Path, list_file: str | None = None) -> list[Path]:
+    """Videos under ``video_dir``: from a list file (first column, relative paths), or all
+    files with a video extension, recursively."""
+    if not video_dir.is_dir():
+        raise UserError(f"video folder not found: {video_dir}")
+    if list_file:
+        lines = [line.split()[0] for line in Path(list_file).read_text().splitlines() if line.strip()]
+        return [video_dir / line for line in lines]
+    return sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def extract(job: FrameJob) -> str | None:
+    """Decode one video into a partial folder, then rename it into place."""
+    import cv2
+
+    final = Path(job.out_dir) / job.name
+    if final.is_dir():
+        return None  # finished in an earlier run
+    if not os.path.isfile(job.video):
+        return "file not found"
+    capture = cv2.VideoCapture(job.video)
+    if not capture.isOpened():
+        return "cannot open (not a video, or a codec OpenCV's FFmpeg lacks)"
+    tmp = start_partial(final)
+    written, index = 0, 0
+    params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % job.every == 0:
+                if job.size is not None and frame.shape[:2] != job.size:
+                    h, w = job.size
+                    shrink = h * w < frame.shape[0] * frame.shape[1]
+                    frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                written += 1
+                if not cv2.imwrite(str(tmp / FRAME_NAME.format(idx=written)), frame, params):
+                    return f"cannot write frames to {tmp}"
+            index += 1
+    finally:
+        capture.release()
+    if written == 0:
+        shutil.rmtree(tmp)
+        return "no frames could be decoded"
+    finish_partial(tmp, final)
+    return None
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--every", type=int, default=1, help="keep every N-th frame")
+    p.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"),
+                   help="output frame size; 0 0 keeps the video's size")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    p.add_argument("--workers", type=int, default=default_workers() + 1)
+    p.add_argument("--list", help="file listing the videos to extract, relative to VIDEO_DIR")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.every < 1:
+        raise UserError("--every must be 1 or more")
+    videos = find_videos(args.video_dir, args.list)
+    if not videos:
+        raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {args.video_dir}")
+    size = None if args.size == [0, 0] else tuple(args.size)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [FrameJob(v.stem, str(v), str(args.out_dir), args.every, size, args.quality) for v in videos]
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        raise UserError("two videos have the same file name; frame folders are named after it")
+    failures = run_jobs(jobs, extract, args.workers, "frames")
+    return report(failures, len(jobs), f"extracted to {args.out_dir}")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(get_args_parser().parse_args()))
