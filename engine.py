@@ -40,8 +40,10 @@ class Stream:
 
     name: str
     sources: Callable[[argparse.Namespace, object], list]        # (args, layout) -> [(root, template)]
-    dataset: Callable[[list[IndexedVideo], bool, argparse.Namespace], torch.utils.data.Dataset]
-    normalizer: Callable[[argparse.Namespace, bool], InputNormalizer]
+    # (videos, train, args, test_mode) -> dataset; test_mode 'full' leaves the resize to the device
+    dataset: Callable[[list[IndexedVideo], bool, argparse.Namespace, str], torch.utils.data.Dataset]
+    # (args, channels_last, resize to (h, w) or None) -> normaliser
+    normalizer: Callable[[argparse.Namespace, bool, tuple[int, int] | None], InputNormalizer]
     in_channels: Callable[[argparse.Namespace], int]
     min_frames: Callable[[argparse.Namespace], int] = lambda args: 1
 
@@ -103,6 +105,9 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                        help="mixed precision (bf16 where supported, else fp16); default: on for CUDA")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="channels_last memory format; default: on for CUDA")
+    speed.add_argument("--device-resize", action=argparse.BooleanOptionalAction, default=None,
+                       help="test view 'resize': resize whole batches on the device instead of each frame in the "
+                            "loader workers (frames must share one size); default: on for CUDA")
     speed.add_argument("--compile", action="store_true", help="torch.compile the model")
     speed.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     return p
@@ -433,6 +438,8 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
     if amp:
         amp_dtype = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
     channels_last = cuda if args.channels_last is None else args.channels_last
+    device_resize = (cuda if args.device_resize is None else args.device_resize) and args.test_view == "resize"
+    test_mode = "full" if device_resize else args.test_view
     if cuda:
         torch.backends.cudnn.benchmark = True
     output_dir = Path(args.output_dir)
@@ -456,7 +463,7 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
     test_batch = args.test_batch_size or max(64, 4 * args.batch_size)
 
     def test_loader(videos):
-        return build_loader(stream.dataset(videos, False, args), test_batch, train=False, workers=workers,
+        return build_loader(stream.dataset(videos, False, args, test_mode), test_batch, train=False, workers=workers,
                             pin_memory=cuda, rank=world.rank, world_size=world.size)
 
     # model
@@ -482,7 +489,8 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     if args.compile:
         model = torch.compile(model)
-    ctx = Context(device, stream.normalizer(args, channels_last).to(device), amp_dtype, world)
+    resize = (args.input_size, args.input_size) if device_resize else None
+    ctx = Context(device, stream.normalizer(args, channels_last, resize).to(device), amp_dtype, world)
 
     # resume
     start_epoch, samples_done, best_top1, meters = 0, 0, -1.0, Meters()
@@ -523,7 +531,7 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
                   f"({len(test_videos)} videos)\nscores written to {path}")
         return result
 
-    train_set = stream.dataset(train_videos, True, args)
+    train_set = stream.dataset(train_videos, True, args, test_mode)
     train_loader = build_loader(train_set, args.batch_size, train=True, workers=workers, pin_memory=cuda,
                                 seed=args.seed, rank=world.rank, world_size=world.size)
     if len(train_loader.sampler) < args.batch_size:

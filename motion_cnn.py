@@ -28,10 +28,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 MOTION = engine.Stream(
     name="motion",
     sources=lambda args, layout: stream_sources("motion", layout, flow_root=args.flow_root),
-    dataset=lambda videos, train, args: MotionDataset(
+    dataset=lambda videos, train, args, test_mode: MotionDataset(
         videos, train, reference_order=args.reference_stack_order, input_size=args.input_size,
-        test_frames=args.test_frames, test_mode=args.test_view, stack_length=args.stack_length),
-    normalizer=lambda args, channels_last: motion_normalizer(2 * args.stack_length, args.flow_mean, channels_last),
+        test_frames=args.test_frames, test_mode=test_mode, stack_length=args.stack_length),
+    normalizer=lambda args, channels_last, resize: motion_normalizer(
+        2 * args.stack_length, args.flow_mean, channels_last, resize),
     in_channels=lambda args: 2 * args.stack_length,
     min_frames=lambda args: args.stack_length,
 )

@@ -24,10 +24,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 SPATIAL = engine.Stream(
     name="spatial",
     sources=lambda args, layout: stream_sources("spatial", layout, data_root=args.data_root),
-    dataset=lambda videos, train, args: SpatialDataset(
+    dataset=lambda videos, train, args, test_mode: SpatialDataset(
         videos, train, segments=args.segments, input_size=args.input_size, test_frames=args.test_frames,
-        test_mode=args.test_view, stack_length=args.stack_length),
-    normalizer=lambda args, channels_last: spatial_normalizer(channels_last),
+        test_mode=test_mode, stack_length=args.stack_length),
+    normalizer=lambda args, channels_last, resize: spatial_normalizer(channels_last, resize),
     in_channels=lambda args: 3,
 )
 

@@ -95,6 +95,11 @@ def _collate(batch: list):
     for sample in batch:
         if isinstance(sample, LoadFailure):
             return sample
+    shapes = {tuple(sample[0].shape) for sample in batch}
+    if len(shapes) > 1:
+        return LoadFailure(f"frames of different sizes in one batch {sorted(shapes)}: frames kept at full size "
+                           f"(resized on the device) must all have one size\n  fix: extract all videos at one "
+                           f"size (tools/extract_frames.py --size H W) or pass --no-device-resize")
     return default_collate(batch)
 
 

@@ -72,7 +72,10 @@ def train_crop(img: Image.Image, size: int, params: CropParams) -> np.ndarray:
 
 def test_view(img: Image.Image, size: int, mode: str = "resize") -> np.ndarray:
     """Test-time view: the reference resizes the whole frame to size x size (default, keeps
-    results comparable); ``center`` resizes the short side and takes the central square."""
+    results comparable); ``center`` resizes the short side and takes the central square;
+    ``full`` keeps the decoded frame as it is, for a resize of the whole batch on the device."""
+    if mode == "full":
+        return np.asarray(img)
     if mode == "resize":
         return np.asarray(img.resize((size, size), Image.BILINEAR))
     if mode == "center":
@@ -82,7 +85,7 @@ def test_view(img: Image.Image, size: int, mode: str = "resize") -> np.ndarray:
         w, h = img.size
         top, left = (h - size) // 2, (w - size) // 2
         return np.asarray(img)[top:top + size, left:left + size]
-    raise UserError(f"unknown test view {mode!r}; use 'resize' or 'center'")
+    raise UserError(f"unknown test view {mode!r}; use 'resize', 'center' or 'full'")
 
 
 def rgb_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
@@ -105,10 +108,16 @@ def flow_to_tensor(x_frames: list[np.ndarray], y_frames: list[np.ndarray],
 
 
 class InputNormalizer(torch.nn.Module):
-    """uint8 batch on the device -> normalised float batch, in one fused pass."""
+    """uint8 batch on the device -> normalised float batch.
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool = False):
+    With ``resize`` (height, width), batches of another size are first resized as one batch
+    operation (bilinear with antialiasing, which matches PIL's resize), which takes that
+    per-image work off the loader's CPU workers in evaluation."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool = False,
+                 resize: tuple[int, int] | None = None):
         super().__init__()
+        self.resize = resize
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         # (x/255 - mean)/std == x * scale + shift
@@ -118,13 +127,18 @@ class InputNormalizer(torch.nn.Module):
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        batch = batch.to(memory_format=memory_format).float()
+        if self.resize is not None and tuple(batch.shape[-2:]) != tuple(self.resize):
+            batch = torch.nn.functional.interpolate(batch, size=self.resize, mode="bilinear", antialias=True,
+                                                    align_corners=False).round_()
         # in place on the fresh float copy: much faster on the CPU than a broadcast addcmul
-        return batch.to(memory_format=memory_format).float().mul_(self.scale).add_(self.shift)
+        return batch.mul_(self.scale).add_(self.shift)
 
 
-def spatial_normalizer(channels_last: bool = False) -> InputNormalizer:
-    return InputNormalizer(IMAGENET_MEAN, IMAGENET_STD, channels_last)
+def spatial_normalizer(channels_last: bool = False, resize: tuple[int, int] | None = None) -> InputNormalizer:
+    return InputNormalizer(IMAGENET_MEAN, IMAGENET_STD, channels_last, resize)
 
 
-def motion_normalizer(channels: int, mean: float = FLOW_MEAN, channels_last: bool = False) -> InputNormalizer:
-    return InputNormalizer((mean,) * channels, (1.0,) * channels, channels_last)
+def motion_normalizer(channels: int, mean: float = FLOW_MEAN, channels_last: bool = False,
+                      resize: tuple[int, int] | None = None) -> InputNormalizer:
+    return InputNormalizer((mean,) * channels, (1.0,) * channels, channels_last, resize)

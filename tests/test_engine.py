@@ -152,6 +152,19 @@ def test_evaluate_on_a_fresh_model(data, tmp_path):
     assert (tmp_path / "motion_video_preds.pickle").exists() and result["top5"] == 100.0  # 3 classes
 
 
+def test_device_resize_matches_the_per_frame_resize(data, tmp_path):
+    ckpt = tmp_path / "init.pth"
+    torch.manual_seed(0)
+    torch.save(build_model("resnet18", 3, 20, "none").state_dict(), ckpt)
+    a, b = tmp_path / "a", tmp_path / "b"
+    motion_cnn.main(motion_args(data, a, "--evaluate", "--resume", str(ckpt), "--no-device-resize"))
+    motion_cnn.main(motion_args(data, b, "--evaluate", "--resume", str(ckpt), "--device-resize"))
+    sa, sb = load_scores(a / "motion_video_preds.pickle"), load_scores(b / "motion_video_preds.pickle")
+    for key in sa:  # PIL's and torch's antialiased bilinear differ by rounding only
+        np.testing.assert_allclose(sa[key], sb[key], rtol=0.02, atol=0.02 * np.abs(sa[key]).max())
+        assert sa[key].argmax() == sb[key].argmax()
+
+
 def test_reference_checkpoint_loads_and_gives_the_same_scores(data, tmp_path):
     ours = tmp_path / "ours"
     motion_cnn.main(motion_args(data, ours, "--epochs", "1"))
