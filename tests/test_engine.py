@@ -63,7 +63,7 @@ def test_dropout_keeps_torchvision_key_names():
 def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
     with pytest.raises(UserError) as err:
         build_model("resnet101", 101, 3, "imagenet")
     message = str(err.value)

@@ -1,7 +1,7 @@
 """Compute optical flow between consecutive frames of every video, as x/y JPEGs.
 
-    python tools/compute_flow.py FRAMES_DIR OUT_DIR [--method tvl1|farneback] [--bound 20]
-                                 [--workers N] [--quality 90]
+    python tools/compute_flow.py FRAMES_DIR OUT_DIR [--method tvl1|farneback|tvl1-torch|raft]
+                                 [--bound 20] [--workers N] [--quality 90] [--device cpu|cuda] [--batch N]
 
 FRAMES_DIR holds one folder of ``frame000001.jpg ...`` a video (tools/extract_frames.py's
 output). OUT_DIR receives ``u/<video>/frame000001.jpg`` (x) and ``v/<video>/...`` (y): n
@@ -12,12 +12,16 @@ Each component is clipped to [-bound, bound] pixels and mapped linearly to 0..25
 (OpenCV's): flow at pixel (x, y) of frame t points to where it moved in frame t+1, so
 x > 128 means motion to the right and y > 128 motion downwards.
 
-TV-L1 is OpenCV's DualTVL1 (opencv-contrib) with its default parameters; Farneback is the
-fast option. Parallel over videos, resumable, failures listed and exit status 1.
+Methods: ``tvl1``, OpenCV's DualTVL1 (opencv-contrib) with its default parameters, one video
+per CPU process; ``farneback``, OpenCV's fast option; ``tvl1-torch``, the same TV-L1 on PyTorch
+tensors (flow/tvl1.py), many frame pairs per launch on ``--device`` (the default method when
+CUDA is present); ``raft``, torchvision's RAFT (weights from its cache or ``--raft-weights``).
+All write the same format. Resumable, failures listed and exit status 1.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -35,7 +39,9 @@ from tools.jobs import finish_partial, report, run_jobs, start_partial  # noqa: 
 from utils import UserError, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
-METHODS = ("tvl1", "farneback")
+CPU_METHODS = ("tvl1", "farneback")
+DEVICE_METHODS = ("tvl1-torch", "raft")
+METHODS = CPU_METHODS + DEVICE_METHODS
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,13 @@ def quantize(flow: np.ndarray, bound: float) -> np.ndarray:
 def dequantize(image: np.ndarray, bound: float) -> np.ndarray:
     """uint8 flow image -> pixels (the inverse of :func:`quantize`, up to rounding)."""
     return image.astype(np.float32) * (2 * bound / 255.0) - bound
+
+
+def quantize_tensor(flow, bound: float):
+    """The same mapping as :func:`quantize`, on a tensor (on its device)."""
+    import torch
+
+    return ((flow.clamp(-bound, bound) + bound) * (255.0 / (2 * bound))).round().to(torch.uint8)
 
 
 def flow_function(method: str):
@@ -113,6 +126,65 @@ def compute(job: FlowJob) -> str | None:
     return None
 
 
+def compute_on_device(job: FlowJob, estimator, device, batch: int, rgb: bool) -> str | None:
+    """One video with a tensor method: its consecutive pairs in batches of ``batch``."""
+    import cv2
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = Path(job.out_dir)
+    final_x, final_y = out / "u" / job.name, out / "v" / job.name
+    if final_x.is_dir() and final_y.is_dir():
+        return None
+    if final_y.is_dir():
+        shutil.rmtree(final_y)
+    frames = frame_files(Path(job.frames_dir))
+    if len(frames) < 2:
+        return f"needs at least 2 frames, found {len(frames)}"
+    with ThreadPoolExecutor(4) as io:
+        images = list(io.map(_read_rgb if rgb else _read_grey, frames))
+        if len({im.shape for im in images}) != 1:
+            return "frames of different sizes"
+        stack = torch.from_numpy(np.stack(images)).to(device)
+        tmp_x, tmp_y = start_partial(final_x), start_partial(final_y)
+        params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
+        writes = []
+        for start in range(0, len(frames) - 1, batch):
+            end = min(start + batch, len(frames) - 1)
+            flow = quantize_tensor(estimator(stack[start:end], stack[start + 1:end + 1]), job.bound).cpu().numpy()
+            for k in range(end - start):
+                name = FRAME_NAME.format(idx=start + k + 1)
+                writes.append(io.submit(cv2.imwrite, str(tmp_x / name), flow[k, 0], params))
+                writes.append(io.submit(cv2.imwrite, str(tmp_y / name), flow[k, 1], params))
+        if not all(w.result() for w in writes):
+            return f"cannot write flow frames to {out}"
+    finish_partial(tmp_y, final_y)
+    finish_partial(tmp_x, final_x)
+    return None
+
+
+def make_estimator(method: str, device: str, raft_weights: str | None = None):
+    """The batched estimator of a tensor method: (first, second) -> flow [B, 2, H, W]."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if method == "tvl1-torch":
+        from flow import TVL1
+        return TVL1(compile=device.startswith("cuda"))
+    from flow.raft import RAFT, load_raft
+    return RAFT(load_raft(raft_weights, torch.device(device)))
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"cannot decode {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def _read_grey(path: Path) -> np.ndarray:
     import cv2
 
@@ -133,22 +205,38 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("frames_dir", type=Path)
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--method", default="tvl1", choices=METHODS)
+    cuda = _cuda_available()
+    p.add_argument("--method", default="tvl1-torch" if cuda else "tvl1", choices=METHODS,
+                   help="default: tvl1-torch when CUDA is present, else tvl1")
     p.add_argument("--bound", type=float, default=20.0, help="flow is clipped to [-bound, bound] pixels")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality")
-    p.add_argument("--workers", type=int, default=default_workers() + 1)
+    p.add_argument("--workers", type=int, default=default_workers() + 1, help="processes (CPU methods)")
+    p.add_argument("--device", default="cuda" if cuda else "cpu", help="device of tvl1-torch and raft")
+    p.add_argument("--batch", type=int, default=32, help="frame pairs per launch (tvl1-torch, raft)")
+    p.add_argument("--raft-weights", help="a local raft_large state dict (default: torchvision's cache)")
     return p
+
+
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
 def main(args: argparse.Namespace) -> int:
     if args.bound <= 0:
         raise UserError("--bound must be positive")
-    flow_function(args.method)  # fail early on a missing opencv-contrib
+    if args.method in CPU_METHODS:
+        flow_function(args.method)  # fail early on a missing opencv-contrib
     folders = find_frame_folders(args.frames_dir)
     if not folders:
         raise UserError(f"no frame folders (frame000001.jpg ...) under {args.frames_dir}")
     jobs = [FlowJob(f.name, str(f), str(args.out_dir), args.method, args.bound, args.quality) for f in folders]
-    failures = run_jobs(jobs, compute, args.workers, f"flow ({args.method})")
+    if args.method in CPU_METHODS:
+        failures = run_jobs(jobs, compute, args.workers, f"flow ({args.method})")
+    else:  # one process drives the device; pairs are batched inside each video
+        work = functools.partial(compute_on_device, estimator=make_estimator(args.method, args.device, args.raft_weights),
+                                 device=args.device, batch=args.batch, rgb=args.method == "raft")
+        failures = run_jobs(jobs, work, 1, f"flow ({args.method}, {args.device})")
     return report(failures, len(jobs), f"written to {args.out_dir}/u and {args.out_dir}/v")
 
 

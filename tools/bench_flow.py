@@ -1,0 +1,85 @@
+"""Optical-flow throughput at 256x340: OpenCV's DualTVL1 on one CPU core against the batched
+TV-L1 on tensors (flow/tvl1.py) on the CPU and, when present, on CUDA, in one run.
+
+    python tools/bench_flow.py [--pairs 4] [--batch 8] [--gpu-batch 64] [--size 256 340]
+
+Prints pairs per second and the ratios to OpenCV per core. UCF101 has about 2.47 million
+pairs: at 700 pairs/s that is under an hour.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flow import TVL1  # noqa: E402
+from flow.synthetic import warped_pair  # noqa: E402
+
+UCF101_PAIRS = 2_467_000
+
+
+def opencv_rate(pairs) -> float:
+    import cv2
+
+    cv2.setNumThreads(1)
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    tvl1.calc(pairs[0][0], pairs[0][1], None)
+    start = time.perf_counter()
+    for first, second, _ in pairs:
+        tvl1.calc(first, second, None)
+    return len(pairs) / (time.perf_counter() - start)
+
+
+def torch_rate(pairs, batch: int, device: torch.device, compile: bool, repeats: int) -> float:
+    estimator = TVL1(compile=compile)
+    first = torch.from_numpy(np.stack([pairs[i % len(pairs)][0] for i in range(batch)])).to(device)
+    second = torch.from_numpy(np.stack([pairs[i % len(pairs)][1] for i in range(batch)])).to(device)
+    estimator(first, second)  # warm-up (and compilation)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        estimator(first, second)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return repeats * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", type=int, default=4, help="OpenCV pairs timed")
+    p.add_argument("--batch", type=int, default=8, help="pairs per launch on the CPU")
+    p.add_argument("--gpu-batch", type=int, default=64, help="pairs per launch on CUDA")
+    p.add_argument("--repeats", type=int, default=3, help="timed launches on CUDA (1 on the CPU)")
+    p.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"))
+    p.add_argument("--no-compile", action="store_true", help="CUDA: plain PyTorch ops instead of torch.compile")
+    args = p.parse_args()
+
+    h, w = args.size
+    pairs = [warped_pair(h, w, 5.0, seed) for seed in range(args.pairs)]
+    rows = [("OpenCV DualTVL1, 1 CPU core", opencv_rate(pairs))]
+    rows.append((f"tvl1-torch CPU ({torch.get_num_threads()} threads, batch {args.batch})",
+                 torch_rate(pairs, args.batch, torch.device("cpu"), False, 1)))
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        rows.append((f"tvl1-torch {name} (batch {args.gpu_batch}, compile {not args.no_compile})",
+                     torch_rate(pairs, args.gpu_batch, torch.device("cuda"), not args.no_compile, args.repeats)))
+    else:
+        rows.append(("tvl1-torch CUDA", float("nan")))
+    base = rows[0][1]
+    print(f"{'':62} {'pairs/s':>9} {'x OpenCV core':>14} {'UCF101 hours':>13}")
+    for label, rate in rows:
+        hours = UCF101_PAIRS / rate / 3600 if rate == rate else float("nan")
+        print(f"{label:62} {rate:9.2f} {rate / base:14.2f} {hours:13.1f}")
+    if not torch.cuda.is_available():
+        print("(no CUDA device here: the GPU row is measured where one is present)")
+
+
+if __name__ == "__main__":
+    main()
