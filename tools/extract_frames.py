@@ -49,6 +49,18 @@ def find_videos(video_dir: Path, list_file: str | None = None) -> list[Path]:
     return sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
 
 
+def resize_frame(frame, size: tuple[int, int] | None):
+    """Resize a decoded frame to (height, width): area averaging when shrinking, bilinear when
+    enlarging; None keeps it. predict.py uses the same function, so its frames equal these."""
+    import cv2
+
+    if size is None or frame.shape[:2] == tuple(size):
+        return frame
+    h, w = size
+    shrink = h * w < frame.shape[0] * frame.shape[1]
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def extract(job: FrameJob) -> str | None:
     """Decode one video into a partial folder, then rename it into place."""
     import cv2
@@ -70,10 +82,7 @@ def extract(job: FrameJob) -> str | None:
             if not ok:
                 break
             if index % job.every == 0:
-                if job.size is not None and frame.shape[:2] != job.size:
-                    h, w = job.size
-                    shrink = h * w < frame.shape[0] * frame.shape[1]
-                    frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                frame = resize_frame(frame, job.size)
                 written += 1
                 if not cv2.imwrite(str(tmp / FRAME_NAME.format(idx=written)), frame, params):
                     return f"cannot write frames to {tmp}"

@@ -1,0 +1,137 @@
+"""predict.py on videos of the synthetic generator, against --evaluate on extracted frames/flow."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import motion_cnn
+import predict
+import spatial_cnn
+from tools import compute_flow, extract_frames
+from tools.make_demo_data import make_demo_data, render_video, write_video
+from utils import UserError, load_scores
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*in both trainlist01 and testlist01")
+
+SIZE = ["48", "64"]
+TRAIN = ["--arch", "resnet18", "--pretrained", "none", "--input-size", "40", "--batch-size", "8", "--lr", "0.01",
+         "--lr-scheduler", "cosine", "--workers", "0", "--test-frames", "5", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Synthetic videos -> frames -> Farneback flow -> two streams trained for a few seconds."""
+    root = tmp_path_factory.mktemp("predict")
+    splits = make_demo_data(root / "data", seed=1, frames=20, videos_per_class=8)
+    # every video in the training list, so that a few seconds of training fit them (the test is
+    # about the inference pipeline, not about generalisation)
+    label = {line.split()[1]: line.split()[0] for line in (splits / "classInd.txt").read_text().splitlines()}
+    videos = sorted((root / "data" / "videos").glob("*/*.avi"))
+    (splits / "trainlist01.txt").write_text("".join(f"{v.parent.name}/{v.name} {label[v.parent.name]}\n" for v in videos))
+    assert extract_frames.main(extract_frames.get_args_parser().parse_args(
+        [str(root / "data" / "videos"), str(root / "frames"), "--size", *SIZE, "--workers", "2"])) == 0
+    assert compute_flow.main(compute_flow.get_args_parser().parse_args(
+        [str(root / "frames"), str(root / "flow"), "--method", "farneback", "--workers", "2"])) == 0
+    common = ["--split-dir", str(splits), *TRAIN]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*in both trainlist01 and testlist01")
+        spatial_cnn.main(spatial_cnn.get_args_parser().parse_args(
+            ["--data-root", str(root / "frames"), "--output-dir", str(root / "spatial"), "--epochs", "6", *common]))
+        motion_cnn.main(motion_cnn.get_args_parser().parse_args(
+            ["--flow-root", str(root / "flow"), "--output-dir", str(root / "motion"), "--epochs", "10", *common]))
+    return root, splits
+
+
+def run_predict(root, *videos, extra=()):
+    args = predict.get_args_parser().parse_args(
+        [*map(str, videos), "--spatial", str(root / "spatial" / "checkpoint.pth.tar"),
+         "--motion", str(root / "motion" / "checkpoint.pth.tar"), "--size", *SIZE, "--flow-method", "farneback",
+         "--device", "cpu", "--json", str(root / "pred.json"), *extra])
+    status = predict.main(args)
+    return status, json.loads((root / "pred.json").read_text())
+
+
+def test_prediction_is_right_and_agrees_with_evaluate(trained):
+    root, splits = trained
+    videos = [root / "data" / "videos" / c / f"v_{c}_g01_c01.avi" for c in ("RedUp", "GreenDown", "BlueUp")]
+    status, records = run_predict(root, *videos)
+    assert status == 0 and len(records) == 3
+    for video, record in zip(videos, records):
+        true_class = video.parent.name
+        assert record["topk"][0]["class"] == true_class, record["topk"]
+        probabilities = [e["probability"] for e in record["topk"]]
+        assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
+        assert 0.5 < sum(probabilities) <= 1.0 + 1e-4
+    # --evaluate of the saved checkpoints on the extracted frames and flow: same positions, same
+    # protocol; only the JPEG storage of frames and flow differs. Tolerance: each score within
+    # 5% of the video's largest absolute score, and the same top-1 in each stream.
+    common = ["--split-dir", str(splits), *TRAIN, "--evaluate"]
+    spatial_cnn.main(spatial_cnn.get_args_parser().parse_args(
+        ["--data-root", str(root / "frames"), "--output-dir", str(root / "eval_s"), *common,
+         "--resume", str(root / "spatial" / "checkpoint.pth.tar")]))
+    motion_cnn.main(motion_cnn.get_args_parser().parse_args(
+        ["--flow-root", str(root / "flow"), "--output-dir", str(root / "eval_m"), *common,
+         "--resume", str(root / "motion" / "checkpoint.pth.tar")]))
+    evaluated = {"spatial": load_scores(root / "eval_s" / "spatial_video_preds.pickle"),
+                 "motion": load_scores(root / "eval_m" / "motion_video_preds.pickle")}
+    for video, record in zip(videos, records):
+        key = video.stem[2:]
+        for stream in ("spatial", "motion"):
+            ours, reference = np.array(record["streams"][stream]["scores"]), evaluated[stream][key]
+            assert ours.argmax() == reference.argmax(), (stream, key)
+            assert np.abs(ours - reference).max() <= 0.05 * np.abs(reference).max(), (stream, key, ours, reference)
+
+
+def test_one_stream_alone(trained):
+    root, _ = trained
+    video = root / "data" / "videos" / "BlueDown" / "v_BlueDown_g02_c01.avi"
+    args = predict.get_args_parser().parse_args([str(video), "--spatial", str(root / "spatial" / "checkpoint.pth.tar"),
+                                                 "--size", *SIZE, "--device", "cpu", "--topk", "2"])
+    assert predict.main(args) == 0
+    args = predict.get_args_parser().parse_args([str(video.parent), "--motion", str(root / "motion" / "checkpoint.pth.tar"),
+                                                 "--size", *SIZE, "--device", "cpu", "--flow-method", "farneback",
+                                                 "--json", str(root / "alone.json")])
+    assert predict.main(args) == 0
+    records = json.loads((root / "alone.json").read_text())
+    assert len(records) == 8 and all(list(r["streams"]) == ["motion"] for r in records)  # a whole folder
+
+
+def test_bad_videos_are_reported_and_the_others_go_on(trained, capsys):
+    root, _ = trained
+    good = root / "data" / "videos" / "RedUp" / "v_RedUp_g01_c01.avi"
+    broken = root / "broken.avi"
+    broken.write_bytes(b"not a video at all" * 50)
+    short = root / "short.avi"
+    write_video(short, render_video((230, 80, 60), 1, 6, (48, 64), np.random.default_rng(0)))
+    status, records = run_predict(root, broken, good, short, root / "missing.avi")
+    assert status == 1
+    assert [("error" in r) for r in records] == [True, False, True, True]
+    assert "cannot open" in records[0]["error"] and "file not found" in records[3]["error"]
+    assert "needs at least 11" in records[2]["error"]
+    err = capsys.readouterr().err
+    assert "3 of 4 videos failed" in err and "Traceback" not in err
+
+
+def test_bad_checkpoints(trained, tmp_path):
+    root, _ = trained
+    video = root / "data" / "videos" / "RedUp" / "v_RedUp_g01_c01.avi"
+    ckpt = torch.load(root / "motion" / "checkpoint.pth.tar", weights_only=True)
+    torch.save({"epoch": 1, "state_dict": ckpt["model"], "best_prec1": 0.0, "optimizer": {}}, tmp_path / "ref.pth.tar")
+    other = dict(ckpt, class_names=[f"X{i}" for i in range(6)])
+    torch.save(other, tmp_path / "other.pth.tar")
+
+    def run(*extra):
+        return predict.main(predict.get_args_parser().parse_args([str(video), "--size", *SIZE, "--device", "cpu", *extra]))
+    with pytest.raises(UserError, match="has no class names"):
+        run("--motion", str(tmp_path / "ref.pth.tar"))
+    with pytest.raises(UserError, match="different class sets .*'RedUp', 'X0'"):
+        run("--spatial", str(root / "spatial" / "checkpoint.pth.tar"), "--motion", str(tmp_path / "other.pth.tar"))
+    with pytest.raises(UserError, match="checkpoint of the motion stream, given as --spatial"):
+        run("--spatial", str(root / "motion" / "checkpoint.pth.tar"))
+    with pytest.raises(UserError, match="give --spatial"):
+        run()
