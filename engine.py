@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dataloader import (LAYOUTS, DEFAULT_SPLIT_DIR, TEST_FRAMES, IndexedVideo, InputNormalizer, build_loader,
                         holdout_groups, index_videos, load_split, resolve_layout)
-from models import ARCHS, build_model, normalize_keys
+from models import ARCHS, build_model, load_torch_file, normalize_keys
 from utils import CsvLogger, UserError, atomic_write, save_scores
 
 CHECKPOINT_FORMAT = "two-stream-checkpoint/1"
@@ -168,15 +168,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}\n  fix: pass the path of a checkpoint.pth.tar "
-                        f"or model_best.pth.tar written by training")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{path}: cannot read this checkpoint ({type(err).__name__}: {err})\n"
-                        f"  fix: pass a checkpoint written by spatial_cnn.py/motion_cnn.py or the reference repo") from None
+    """A checkpoint of this repo, of the reference repo, or a bare state dict (as {'state_dict'})."""
+    ckpt = load_torch_file(path, "checkpoint", "pass a checkpoint.pth.tar or model_best.pth.tar written by "
+                                               "spatial_cnn.py/motion_cnn.py, or one of the reference repo")
     if not isinstance(ckpt, dict):
         raise UserError(f"{path}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
     if "model" not in ckpt and "state_dict" not in ckpt:

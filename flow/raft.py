@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from models import load_torch_file
 from utils import UserError
 
 
@@ -18,11 +19,11 @@ def load_raft(weights_path: str | None, device: torch.device) -> torch.nn.Module
     model = raft_large(weights=None, progress=False)
     try:
         if weights_path:
-            if not Path(weights_path).is_file():
-                raise FileNotFoundError(weights_path)
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            state = load_torch_file(weights_path, "RAFT weights file", "pass raft_large's state dict to --raft-weights")
         else:
             state = weights.get_state_dict(progress=False, check_hash=False)
+    except UserError:
+        raise
     except Exception as err:
         hub = Path(torch.hub.get_dir()) / "checkpoints"
         raise UserError(f"could not load RAFT weights ({type(err).__name__}: {err})\n  fix: download "

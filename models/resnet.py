@@ -50,16 +50,21 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
             f"  or train from scratch with --pretrained none") from None
 
 
-def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local file: torchvision's .pth, or a checkpoint with 'state_dict'/'model'."""
+def load_torch_file(path: str | Path, what: str, fix: str) -> object:
+    """torch.load a file safely (weights_only) to the CPU; a missing or unreadable file is a
+    UserError that names it, says what was expected (``what``) and how to fix it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--pretrained file not found: {path}\n  fix: pass imagenet, none or a "
-                        f"path to a .pth state dict")
+        raise UserError(f"{what} not found: {path}\n  fix: {fix}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UserError(f"{path}: not a PyTorch weights file ({err})") from None
+        raise UserError(f"{path}: cannot read this {what} ({type(err).__name__}: {err})\n  fix: {fix}") from None
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local file: torchvision's .pth, or a checkpoint with 'state_dict'/'model'."""
+    state = load_torch_file(path, "--pretrained weights file", "pass imagenet, none or a path to a .pth state dict")
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict):

@@ -86,7 +86,7 @@ def test_raft_runs_from_a_local_file_and_says_how_to_get_weights(tmp_path, monke
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
     with pytest.raises(UserError, match="(?s)could not load RAFT weights .*--raft-weights PATH"):
         _flow(frames, tmp_path / "raft", "--method", "raft", "--device", "cpu")
-    with pytest.raises(UserError, match="could not load RAFT weights"):
+    with pytest.raises(UserError, match="RAFT weights file not found: .*x.pth"):
         _flow(frames, tmp_path / "raft", "--method", "raft", "--device", "cpu", "--raft-weights", str(tmp_path / "x.pth"))
     from torchvision.models.optical_flow import raft_large
     torch.manual_seed(0)
