@@ -12,6 +12,7 @@ image point to where p is in the second: I0(p) ~ I1(p + flow(p)).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -55,11 +56,76 @@ def divergence(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
 
 
 def median_filter(u: torch.Tensor, size: int) -> torch.Tensor:
-    """size x size median with replicated borders (OpenCV's medianBlur)."""
+    """size x size median with replicated borders (OpenCV's medianBlur), by sorting patches:
+    the fast way in eager mode."""
     r = size // 2
     padded = F.pad(u, (r, r, r, r), mode="replicate")
     patches = padded.unfold(-2, size, 1).unfold(-2, size, 1)  # B, C, H, W, size, size
     return patches.reshape(*patches.shape[:-2], size * size).median(dim=-1).values
+
+
+@functools.lru_cache(maxsize=None)
+def median_network(count: int) -> tuple[list[tuple[str, int, int, bool, bool]], int]:
+    """A comparator network that leaves the median of ``count`` (odd) inputs on one wire.
+
+    Batcher's odd-even merge sort of the next power of two, with the extra wires held at
+    -inf / +inf and resolved at build time (their comparators become free swaps), then pruned
+    to the comparators the median depends on. Returns (steps, output wire); a step is
+    ('swap', a, b, _, _) or ('cmp', a, b, need_min, need_max)."""
+    n = 1 << (count - 1).bit_length()
+    below, above = (n - count + 1) // 2, (n - count) // 2
+    pairs, p = [], 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    kind = ["var"] * count + ["lo"] * below + ["hi"] * above
+    steps = []
+    for a, b in pairs:  # min goes to a, max to b
+        if kind[a] == "lo" or kind[b] == "hi" or kind[a] == kind[b] != "var":
+            continue
+        if kind[a] == "var" and kind[b] == "var":
+            steps.append(["cmp", a, b])
+        else:  # a constant on the wrong side: the values trade places, no arithmetic
+            steps.append(["swap", a, b])
+            kind[a], kind[b] = kind[b], kind[a]
+    output = below + count // 2
+    needed, kept = {output}, []
+    for step in reversed(steps):
+        op, a, b = step
+        if op == "swap":
+            needed = {b if x == a else a if x == b else x for x in needed}
+            kept.append(("swap", a, b, False, False))
+        elif a in needed or b in needed:
+            kept.append(("cmp", a, b, a in needed, b in needed))
+            needed |= {a, b}
+    return kept[::-1], output
+
+
+def median_filter_network(u: torch.Tensor, size: int) -> torch.Tensor:
+    """The same median as :func:`median_filter` as pure elementwise min/max: slow in eager
+    mode, but torch.compile fuses it into one kernel that keeps the patch in registers."""
+    r = size // 2
+    h, w = u.shape[-2:]
+    padded = F.pad(u, (r, r, r, r), mode="replicate")
+    wires: list = [padded[..., dy:dy + h, dx:dx + w] for dy in range(size) for dx in range(size)]
+    steps, output = median_network(size * size)
+    wires += [None] * (1 << (len(wires) - 1).bit_length())
+    for op, a, b, need_min, need_max in steps:
+        if op == "swap":
+            wires[a], wires[b] = wires[b], wires[a]
+        else:
+            x, y = wires[a], wires[b]
+            if need_min:
+                wires[a] = torch.minimum(x, y)
+            if need_max:
+                wires[b] = torch.maximum(x, y)
+    return wires[output]
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -110,6 +176,7 @@ class TVL1:
         self.params = params
         self.check_every = check_every
         self.iteration = torch.compile(_iteration, dynamic=True) if compile else _iteration
+        self.median = torch.compile(median_filter_network, dynamic=True) if compile else median_filter
 
     @torch.no_grad()
     def __call__(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -156,7 +223,7 @@ class TVL1:
             active = torch.ones(b, 1, 1, 1, dtype=torch.bool, device=i0.device)
             for _ in range(p.outer_iterations):
                 if p.median_filtering > 1:
-                    u = torch.where(active, median_filter(u, p.median_filtering), u)
+                    u = torch.where(active, self.median(u, p.median_filtering), u)
                 for n in range(p.inner_iterations):
                     u, *dual, error = self.iteration(u, *dual, i1wx, i1wy, grad, rho_c, active, l_t, p.theta, taut)
                     active = active & (error > scaled_epsilon).view(b, 1, 1, 1)

@@ -11,7 +11,7 @@ import torch
 
 from flow import TVL1
 from flow.synthetic import warped_pair
-from flow.tvl1 import divergence, forward_gradient, median_filter
+from flow.tvl1 import divergence, forward_gradient, median_filter, median_filter_network, median_network
 from tests.test_preprocessing import textured_video
 from tools import compute_flow, extract_frames
 from utils import UserError
@@ -48,6 +48,16 @@ def test_divergence_is_the_adjoint_of_the_forward_gradient():
     image = torch.randint(0, 255, (1, 1, 9, 11)).float()
     expected = cv2.medianBlur(image[0, 0].numpy().astype(np.float32), 5)
     assert np.allclose(median_filter(image, 5)[0, 0].numpy(), expected)
+
+
+def test_the_median_network_is_an_exact_median():
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 13, 17)
+    x[0, 0, 2:6] = 0.5  # ties
+    for size in (3, 5):
+        assert torch.equal(median_filter_network(x, size), median_filter(x, size))
+    steps, _ = median_network(25)
+    assert sum(step[0] == "cmp" for step in steps) < 191  # pruned below the full 32-wire sort
 
 
 def _frames(tmp_path, dx=1.5, dy=-1.0, frames=4):

@@ -58,14 +58,18 @@ def main() -> None:
     p.add_argument("--gpu-batch", type=int, default=64, help="pairs per launch on CUDA")
     p.add_argument("--repeats", type=int, default=3, help="timed launches on CUDA (1 on the CPU)")
     p.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"))
-    p.add_argument("--no-compile", action="store_true", help="CUDA: plain PyTorch ops instead of torch.compile")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (CPU) / use plain ops (CUDA)")
     args = p.parse_args()
 
     h, w = args.size
     pairs = [warped_pair(h, w, 5.0, seed) for seed in range(args.pairs)]
     rows = [("OpenCV DualTVL1, 1 CPU core", opencv_rate(pairs))]
-    rows.append((f"tvl1-torch CPU ({torch.get_num_threads()} threads, batch {args.batch})",
+    threads = torch.get_num_threads()
+    rows.append((f"tvl1-torch CPU ({threads} threads, batch {args.batch})",
                  torch_rate(pairs, args.batch, torch.device("cpu"), False, 1)))
+    if not args.no_compile:
+        rows.append((f"tvl1-torch CPU compiled ({threads} threads, batch {args.batch})",
+                     torch_rate(pairs, args.batch, torch.device("cpu"), True, 1)))
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         rows.append((f"tvl1-torch {name} (batch {args.gpu_batch}, compile {not args.no_compile})",

@@ -163,7 +163,7 @@ def compute_on_device(job: FlowJob, estimator, device, batch: int, rgb: bool) ->
     return None
 
 
-def make_estimator(method: str, device: str, raft_weights: str | None = None):
+def make_estimator(method: str, device: str, raft_weights: str | None = None, compile: bool | None = None):
     """The batched estimator of a tensor method: (first, second) -> flow [B, 2, H, W]."""
     import torch
 
@@ -171,7 +171,7 @@ def make_estimator(method: str, device: str, raft_weights: str | None = None):
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     if method == "tvl1-torch":
         from flow import TVL1
-        return TVL1(compile=device.startswith("cuda"))
+        return TVL1(compile=device.startswith("cuda") if compile is None else compile)
     from flow.raft import RAFT, load_raft
     return RAFT(load_raft(raft_weights, torch.device(device)))
 
@@ -214,6 +214,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if cuda else "cpu", help="device of tvl1-torch and raft")
     p.add_argument("--batch", type=int, default=32, help="frame pairs per launch (tvl1-torch, raft)")
     p.add_argument("--raft-weights", help="a local raft_large state dict (default: torchvision's cache)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="tvl1-torch: fuse with torch.compile (default on CUDA; on the CPU about 3x faster "
+                        "after a compilation of about a minute)")
     return p
 
 
@@ -234,8 +237,9 @@ def main(args: argparse.Namespace) -> int:
     if args.method in CPU_METHODS:
         failures = run_jobs(jobs, compute, args.workers, f"flow ({args.method})")
     else:  # one process drives the device; pairs are batched inside each video
-        work = functools.partial(compute_on_device, estimator=make_estimator(args.method, args.device, args.raft_weights),
-                                 device=args.device, batch=args.batch, rgb=args.method == "raft")
+        estimator = make_estimator(args.method, args.device, args.raft_weights, args.compile)
+        work = functools.partial(compute_on_device, estimator=estimator, device=args.device, batch=args.batch,
+                                 rgb=args.method == "raft")
         failures = run_jobs(jobs, work, 1, f"flow ({args.method}, {args.device})")
     return report(failures, len(jobs), f"written to {args.out_dir}/u and {args.out_dir}/v")
 
