@@ -314,9 +314,10 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         sums += torch.stack([loss.detach().double() * batch, c1.double(), c5.double()])
         meters.count += batch
         steps += 1
-        if steps % nan_check_every == 0 or ctx.stop.requested:
+        if steps % nan_check_every == 0:
             _check_finite(sums[0], epoch, steps)
-        if ctx.stop.requested:
+        if _should_stop(ctx, steps, nan_check_every):
+            _check_finite(sums[0], epoch, steps)
             break
     _check_finite(sums[0], epoch, steps)
     if ctx.world.distributed:
@@ -328,6 +329,21 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     meters.correct1 += sums[1].item()
     meters.correct5 += sums[2].item()
     return meters, steps
+
+
+def _should_stop(ctx: Context, steps: int, every: int) -> bool:
+    """Whether a SIGINT/SIGTERM asks to stop after this step. Under torchrun the processes
+    agree on it every ``every`` steps (a process stopping alone would hang the others in
+    their next gradient all-reduce)."""
+    if not ctx.world.distributed:
+        return ctx.stop.requested
+    if steps % every:
+        return False
+    flag = torch.tensor([1.0 if ctx.stop.requested else 0.0], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() > 0 and not ctx.stop.requested:
+        ctx.stop.signal = signal.SIGTERM  # another process was asked to stop
+    return flag.item() > 0
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, steps: int) -> None:
@@ -445,8 +461,9 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
     layout = resolve_layout(args.layout, args.rgb_template, args.flow_x_template, args.flow_y_template)
     sources = stream.sources(args, layout)
     min_frames = stream.min_frames(args)
-    index = lambda records, what: index_videos(records, what, sources, output_dir if world.is_main else None,  # noqa: E731
-                                               args.allow_missing, min_frames)
+    def index(records, what):
+        return index_videos(records, what, sources, output_dir if world.is_main else None, args.allow_missing,
+                            min_frames)
     test_videos = index(split.test, "test")
     train_records, val_records = split.train, []
     if args.holdout_groups:
