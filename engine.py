@@ -75,7 +75,8 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     data.add_argument("--workers", type=int, default=None, help="loader processes (default: cores - 1, max 16)")
     data.add_argument("--holdout-groups", type=int, default=0,
                       help="hold out this many whole groups (gXX) of the training list as a validation set "
-                           "for model selection and the scheduler (default 0: select on the test list, as the reference)")
+                           "for model selection and the scheduler (default 0: select on the test list, "
+                           "as the reference)")
 
     model = p.add_argument_group("model")
     model.add_argument("--arch", default="resnet101", choices=ARCHS)

@@ -176,7 +176,10 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
     record: dict = {"video": str(path), "frames": len(frames), "streams": {}}
     fused, probabilities = 0.0, {}
     for stream, weight in zip(streams, weights):
-        inputs = spatial_inputs(stream, frames) if stream.name == "spatial" else motion_inputs(stream, frames, flow_of, args.bound)
+        if stream.name == "spatial":
+            inputs = spatial_inputs(stream, frames)
+        else:
+            inputs = motion_inputs(stream, frames, flow_of, args.bound)
         scores = run_stream(stream, inputs, device)
         mean_logits = scores / len(inputs)
         probabilities[stream.name] = softmax(mean_logits)
@@ -228,9 +231,10 @@ def main(args: argparse.Namespace) -> int:
     if args.motion:
         streams.append(load_stream(args.motion, "motion", device, args.class_ind))
     if len(streams) == 2 and streams[0].classes != streams[1].classes:
+        first, second = streams[0].classes + [None], streams[1].classes + [None]
+        difference = next((a, b) for a, b in zip(first, second) if a != b)
         raise UserError(f"the checkpoints have different class sets ({len(streams[0].classes)} classes in "
-                        f"{args.spatial}, {len(streams[1].classes)} in {args.motion}, first difference: "
-                        f"{next((a, b) for a, b in zip(streams[0].classes + [None], streams[1].classes + [None]) if a != b)})")
+                        f"{args.spatial}, {len(streams[1].classes)} in {args.motion}, first difference: {difference})")
     weights = args.weights or [1.0] * len(streams)
     if len(weights) != len(streams):
         raise UserError(f"--weights has {len(weights)} values for {len(streams)} streams")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 
-import torch
 from torch.utils.data import Dataset
 
 from .index import IndexedVideo

@@ -75,7 +75,7 @@ class FramePattern:
         self.template = template
         self.folder = folder
         self.filename = filename
-        regex, pos = "", 0
+        regex = ""
         for literal, field, _, _ in string.Formatter().parse(filename):
             regex += re.escape(literal)
             if field is not None:

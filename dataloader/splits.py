@@ -148,7 +148,8 @@ def load_split(split_dir: str | Path = DEFAULT_SPLIT_DIR, split: int = 1) -> Spl
     overlap = {r.name for r in train} & {r.name for r in test}
     if overlap:  # legitimate for benchmarks, a leak anywhere else: say it loudly
         warnings.warn(f"{split_dir}: {len(overlap)} videos are in both trainlist{split:02d} and "
-                      f"testlist{split:02d}, e.g. {sorted(overlap)[0]}: test results will be optimistic")
+                      f"testlist{split:02d}, e.g. {sorted(overlap)[0]}: test results will be optimistic",
+                      stacklevel=2)
     return Split(classes=classes, train=train, test=test)
 
 

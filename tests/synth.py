@@ -55,7 +55,7 @@ def make_dataset(root: Path, classes=CLASSES, train_groups=(8, 9), test_groups=(
     if layout == "tsn":
         flow_root = data_root
     train, test = [], []
-    for ci, cls in enumerate(classes):
+    for cls in classes:
         for groups, out in ((train_groups, train), (test_groups, test)):
             for g in groups:
                 for c in range(1, clips + 1):

@@ -177,8 +177,10 @@ def main() -> None:
     layout = LAYOUTS["ucf101"]
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} cores)"
     print(f"device {name}, torch {torch.__version__}, {arch} at {size}x{size}, amp {amp_dtype}, "
-          f"channels_last {channels_last}, compile {args.compile}, device resize {device_resize}, workers {workers} (reference {args.ref_workers})")
-    print(f"data {root}: {len(split.train)} videos, RGB {mean_jpeg_kb(data_root):.1f} KB, flow {mean_jpeg_kb(flow_root):.1f} KB a JPEG")
+          f"channels_last {channels_last}, compile {args.compile}, device resize {device_resize}, "
+          f"workers {workers} (reference {args.ref_workers})")
+    print(f"data {root}: {len(split.train)} videos, RGB {mean_jpeg_kb(data_root):.1f} KB, "
+          f"flow {mean_jpeg_kb(flow_root):.1f} KB a JPEG")
 
     rows = []
     for stream in args.streams:
@@ -187,7 +189,10 @@ def main() -> None:
         batch = (args.spatial_batch or (25 if cuda else 4)) if spatial else (args.motion_batch or (64 if cuda else 8))
         sources = stream_sources(stream, layout, data_root=data_root, flow_root=flow_root)
         videos = index_videos(split.train, "train", sources)
-        normalizer = spatial_normalizer(channels_last) if spatial else motion_normalizer(20, channels_last=channels_last)
+        if spatial:
+            normalizer = spatial_normalizer(channels_last)
+        else:
+            normalizer = motion_normalizer(20, channels_last=channels_last)
         ctx = engine.Context(device, normalizer.to(device), amp_dtype, engine.World())
 
         def fresh_model(fast: bool = True):
@@ -223,7 +228,8 @@ def main() -> None:
         d = timed_evaluation(model, test_loader, ctx, len(videos), split.num_classes, labels, args.test_frames)
         del test_loader
         fake_test = (torch.randint(0, 256, (test_batch, channels, size, size), dtype=torch.uint8, device=device),
-                     torch.zeros(test_batch, dtype=torch.long), torch.zeros(test_batch, dtype=torch.long, device=device))
+                     torch.zeros(test_batch, dtype=torch.long),
+                     torch.zeros(test_batch, dtype=torch.long, device=device))
         infer_steps = max(steps, 3)
         inference = timed_evaluation(model, Repeat(fake_test, infer_steps), ctx, 1, split.num_classes,
                                      torch.zeros(1, dtype=torch.long), infer_steps * test_batch)

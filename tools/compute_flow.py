@@ -115,7 +115,8 @@ def compute(job: FlowJob) -> str | None:
     for i, path in enumerate(frames[1:], start=1):
         nxt = _read_grey(path)
         if nxt.shape != prev.shape:
-            return f"{path.name} is {nxt.shape[1]}x{nxt.shape[0]}, the video's frames are {prev.shape[1]}x{prev.shape[0]}"
+            return (f"{path.name} is {nxt.shape[1]}x{nxt.shape[0]}, "
+                    f"the video's frames are {prev.shape[1]}x{prev.shape[0]}")
         flow = flow_of(prev, nxt)
         name = FRAME_NAME.format(idx=i)
         cv2.imwrite(str(tmp_x / name), quantize(flow[..., 0], job.bound), params)
