@@ -25,7 +25,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def summarise(args: argparse.Namespace) -> dict:
+def summarise(args: argparse.Namespace) -> tuple[dict, dict[str, list[str]]]:
+    """The summary (the --json format) and a few names of missing videos per list."""
     if not args.data_root and not args.flow_root:
         raise UserError("give --data-root (RGB frames) and/or --flow-root (optical flow)")
     split = load_split(args.split_dir, args.split)
@@ -36,27 +37,26 @@ def summarise(args: argparse.Namespace) -> dict:
     if args.flow_root:
         sources += stream_sources("motion", layout, flow_root=args.flow_root)
     summary: dict = {"classes": split.num_classes}
-    frames = []
+    frames, examples = [], {}
     for what, records in (("train", split.train), ("test", split.test)):
         found, missing = build_index(records, sources, args.index_cache)
         summary[what] = {"videos": len(records), "found": len(found), "missing": len(missing)}
         frames += [v.sources[0].frames for v in found]
-        if missing:
-            summary[what]["missing_examples"] = [r.name for r in missing[:5]]
+        examples[what] = [r.name for r in missing[:3]]
     summary["frames"] = ({"min": min(frames), "median": statistics.median(frames), "max": max(frames)}
                          if frames else {"min": None, "median": None, "max": None})
-    return summary
+    return summary, examples
 
 
 def main() -> None:
     args = get_args_parser().parse_args()
-    summary = summarise(args)
+    summary, examples = summarise(args)
     print(f"classes: {summary['classes']}")
     for what in ("train", "test"):
         s = summary[what]
         line = f"{what}: {s['videos']} videos, {s['found']} found, {s['missing']} missing"
         if s["missing"]:
-            line += f" (e.g. {', '.join(s['missing_examples'][:3])})"
+            line += f" (e.g. {', '.join(examples[what])})"
         print(line)
     f = summary["frames"]
     print(f"frames per video (found): min {f['min']}, median {f['median']}, max {f['max']}")
