@@ -237,3 +237,15 @@ def test_script_errors_are_one_message(data, tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "--data-root folder not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fast_path_trains_and_matches_cpu_evaluation(data, tmp_path):
+    """bf16 autocast, channels_last and the device resize on CUDA: training runs, and the
+    evaluation of one checkpoint agrees with the CPU's fp32 evaluation."""
+    out = tmp_path / "cuda"
+    spatial_cnn.main(spatial_args(data, out, "--device", "cuda", "--epochs", "1"))
+    ckpt = str(out / "checkpoint.pth.tar")
+    gpu = spatial_cnn.main(spatial_args(data, tmp_path / "g", "--device", "cuda", "--evaluate", "--resume", ckpt))
+    cpu = spatial_cnn.main(spatial_args(data, tmp_path / "c", "--device", "cpu", "--evaluate", "--resume", ckpt))
+    assert torch.allclose(gpu["scores"], cpu["scores"], rtol=0.05, atol=0.05 * cpu["scores"].abs().max().item())
