@@ -220,15 +220,30 @@ class TVL1:
             i1w, i1wx, i1wy = warped[:, 0:1], warped[:, 1:2], warped[:, 2:3]
             grad = i1wx * i1wx + i1wy * i1wy
             rho_c = i1w - i1wx * u[:, 0:1] - i1wy * u[:, 1:2] - i0
+            # the pairs still iterating, compacted every check_every iterations so that pairs that
+            # converged early stop costing work; their state is written back when they leave
+            state, data = [u, *dual], [i1wx, i1wy, grad, rho_c]
+            rows = torch.arange(b, device=i0.device)
+            sub, sub_data = list(state), list(data)
             active = torch.ones(b, 1, 1, 1, dtype=torch.bool, device=i0.device)
             for _ in range(p.outer_iterations):
                 if p.median_filtering > 1:
-                    u = torch.where(active, self.median(u, p.median_filtering), u)
+                    sub[0] = torch.where(active, self.median(sub[0], p.median_filtering), sub[0])
                 for n in range(p.inner_iterations):
-                    u, *dual, error = self.iteration(u, *dual, i1wx, i1wy, grad, rho_c, active, l_t, p.theta, taut)
-                    active = active & (error > scaled_epsilon).view(b, 1, 1, 1)
-                    if (n + 1) % self.check_every == 0 and not bool(active.any()):
-                        break
-                if not bool(active.any()):
+                    *sub, error = self.iteration(*sub, *sub_data, active, l_t, p.theta, taut)
+                    active = active & (error > scaled_epsilon).view(-1, 1, 1, 1)
+                    if (n + 1) % self.check_every == 0:
+                        keep = active.view(-1)
+                        if not bool(keep.all()):
+                            for full, part in zip(state, sub):
+                                full[rows] = part
+                            rows, active = rows[keep], active[keep]
+                            sub, sub_data = [t[keep] for t in sub], [t[keep] for t in sub_data]
+                        if not len(rows):
+                            break
+                if not len(rows):
                     break
+            for full, part in zip(state, sub):
+                full[rows] = part
+            u, dual = state[0], state[1:]
         return u
