@@ -516,6 +516,8 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
                 scheduler.load_state_dict(ckpt["scheduler"])
                 scaler.load_state_dict(ckpt["scaler"])
                 torch.set_rng_state(ckpt["rng"]["torch"])
+                if cuda and "cuda" in ckpt["rng"]:
+                    torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
         else:  # the reference repo's {'epoch', 'state_dict', 'best_prec1', 'optimizer'}
             start_epoch = int(ckpt.get("epoch", 0))
             best_top1 = float(ckpt.get("best_prec1", -1.0))
@@ -526,6 +528,17 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
     checkpoint_meta = {"format": CHECKPOINT_FORMAT, "stream": stream.name, "arch": args.arch,
                        "num_classes": split.num_classes, "in_channels": in_channels,
                        "class_names": list(split.classes), "args": vars(args)}
+
+    def checkpoint(epoch: int, samples_done: int, meters: Meters) -> dict:
+        """Everything --resume needs; ``epoch`` counts finished epochs, ``samples_done`` the
+        training samples of the next one already seen (non-zero only after an interrupt)."""
+        rng = {"torch": torch.get_rng_state()}
+        if cuda:
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {**checkpoint_meta, "epoch": epoch, "samples_done": samples_done, "meters": vars(meters),
+                "model": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+                "best_top1": best_top1, "best_prec1": best_top1}
     test_labels = torch.tensor([v.record.label for v in test_videos])
 
     def write_scores(result: dict) -> Path:
@@ -571,10 +584,7 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
             if ctx.stop.requested:
                 samples_done = done_before + steps * args.batch_size * world.size
                 if world.is_main:
-                    state = {**checkpoint_meta, "epoch": epoch, "samples_done": samples_done,
-                             "meters": vars(meters), **_states(model_without_ddp, optimizer, scheduler, scaler),
-                             "best_top1": best_top1, "best_prec1": best_top1}
-                    save_checkpoint(output_dir / "checkpoint.pth.tar", state)
+                    save_checkpoint(output_dir / "checkpoint.pth.tar", checkpoint(epoch, samples_done, meters))
                     print(f"\ninterrupted in epoch {epoch + 1} after {samples_done} samples; checkpoint "
                           f"written to {output_dir / 'checkpoint.pth.tar'}\n  continue with --resume "
                           f"{output_dir / 'checkpoint.pth.tar'}", flush=True)
@@ -596,9 +606,7 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
                                "lr": lr, "seconds": round(elapsed, 1)})
                 select_log.log({"epoch": epoch + 1, "loss": round(result["loss"], 5), "top1": round(result["top1"], 3),
                                 "top5": round(result["top5"], 3), "frame_top1": round(result["frame_top1"], 3)})
-                state = {**checkpoint_meta, "epoch": epoch + 1, "samples_done": 0,
-                         **_states(model_without_ddp, optimizer, scheduler, scaler),
-                         "best_top1": best_top1, "best_prec1": best_top1}
+                state = checkpoint(epoch + 1, 0, meters)
                 save_checkpoint(output_dir / "checkpoint.pth.tar", state)
                 if is_best:
                     save_checkpoint(output_dir / "model_best.pth.tar", state)
@@ -624,10 +632,3 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
                   f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%")
     return result
 
-
-def _states(model, optimizer, scheduler, scaler) -> dict:
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng}
