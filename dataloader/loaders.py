@@ -108,7 +108,6 @@ class CheckedLoader:
 
     def __init__(self, loader: DataLoader):
         self.loader = loader
-        self.dataset = loader.dataset.dataset
         self.sampler = loader.sampler
 
     def __len__(self) -> int:

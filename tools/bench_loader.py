@@ -114,19 +114,21 @@ def main() -> None:
             del loader
 
 
+def endless(loader):
+    """The batches of ``loader`` epoch after epoch (telling a project sampler the epoch)."""
+    epoch = 0
+    while True:
+        if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
 def samples_per_s(loader, batches: int, normalize=None, warmup: int = 3) -> float:
     """Videos per second over ``batches`` batches after ``warmup`` batches, running through
     as many epochs as needed; ``normalize`` is the project's batch normalisation, counted in
     its time."""
-    def forever():
-        epoch = 0
-        while True:
-            if hasattr(loader.sampler, "set_epoch"):
-                loader.sampler.set_epoch(epoch)
-            yield from loader
-            epoch += 1
-
-    it = forever()
+    it = endless(loader)
     for _ in range(warmup):
         next(it)
     videos, start = 0, time.perf_counter()

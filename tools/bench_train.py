@@ -37,7 +37,7 @@ import engine  # noqa: E402
 from dataloader import (LAYOUTS, MotionDataset, SpatialDataset, build_loader, index_videos, load_split,  # noqa: E402
                         motion_normalizer, spatial_normalizer, stream_sources)
 from models import build_model  # noqa: E402
-from tools.bench_loader import ReferenceMotion, ReferenceSpatial  # noqa: E402
+from tools.bench_loader import ReferenceMotion, ReferenceSpatial, endless  # noqa: E402
 from tools.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def timed_training(model, loader, ctx, steps: int, warmup: int, batch: int) -> f
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss()
-    iterator = _endless(loader)
+    iterator = endless(loader)
     engine.train_one_epoch(model, _take(iterator, warmup), criterion, optimizer, scaler, ctx, 0, engine.Meters())
     synchronize(ctx.device)
     start = time.perf_counter()
@@ -78,7 +78,7 @@ def timed_reference(model, loader, device, steps: int, warmup: int, batch: int, 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
     model.train()
-    iterator = _endless(loader)
+    iterator = endless(loader)
     for i in range(warmup + steps):
         if i == warmup:
             synchronize(device)
@@ -119,15 +119,6 @@ def decode_rate(paths: list[str], processes: int) -> float:
         start = time.perf_counter()
         pool.map(_decode, paths, chunksize=16)
     return len(paths) / (time.perf_counter() - start)
-
-
-def _endless(loader):
-    epoch = 0
-    while True:
-        if hasattr(getattr(loader, "sampler", None), "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
 
 
 def _take(iterator, n):
