@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -19,14 +22,14 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a script's main(); a UserError becomes one message on stderr and exit status 2,
-    an int returned by main() becomes the exit status."""
+    """Run a script's main(); a UserError becomes its message on stderr and exit status 1
+    (argparse's usage errors keep 2), an int returned by main() becomes the exit status."""
     import sys
     try:
         result = main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1)
     if isinstance(result, int):
         sys.exit(result)
 
@@ -92,76 +95,237 @@ class ScoreFileError(UserError):
     """A score file that cannot be read or does not fit the others."""
 
 
-_ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("collections", "OrderedDict"), ("builtins", "dict"),
-    ("_codecs", "encode"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"), ("builtins", "object"),
-}
+# Hard limits of a score file, far above any real data set (UCF101: 101 classes x 3,783
+# videos; Kinetics-700: 700 x 64k), so that no file can make the reader allocate without end.
+MAX_SCORE_FILE_BYTES = 2 * 1024 ** 3
+MAX_CLASSES = 100_000
+MAX_SCORES = 200_000_000  # videos x classes in one file
+_LIMITS = (f"score files hold at most {MAX_CLASSES:,} classes a video and {MAX_SCORES:,} scores "
+           f"(videos x classes) in all")
+_DTYPE_RE = re.compile(r"[<>|=]?[biuf][1248]")
 
 
-class _ScoreUnpickler(pickle.Unpickler):
-    """Admit only what a score file needs: dicts, strings, numbers and numpy arrays.
-    Any other global (a function, a class with side effects) is refused, so a score file
-    from someone else cannot run code."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
-        if module.startswith("numpy.core") and hasattr(np, "_core"):
-            module = module.replace("numpy.core", "numpy._core", 1)  # numpy >= 2 naming
-        if module == "copy_reg":
-            module = "copyreg"
-        if (module, name) in (("copyreg", "_reconstructor"),):
-            return _safe_reconstructor
-        return super().find_class(module, name)
+class _Refused(pickle.UnpicklingError):
+    pass
 
 
-def _safe_reconstructor(cls, base, state):
+class _DType:
+    """Stands for ``numpy.dtype`` while unpickling: plain numbers only (bool, int, float)."""
+
+    def __init__(self, spec=None, align=False, copy=False):
+        if not isinstance(spec, str) or not _DTYPE_RE.fullmatch(spec):
+            raise _Refused(f"dtype {spec!r} refused (only bool, int and float scores)")
+        self.dtype = np.dtype(spec)
+
+    def __setstate__(self, state):
+        # numpy's dtype state: (version, byte order, subarray, names, fields, ...)
+        dtype = getattr(self, "dtype", None)
+        if (dtype is None or not isinstance(state, tuple) or len(state) < 5 or state[1] not in ("<", ">", "|", "=")
+                or state[2:5] != (None, None, None)):
+            raise _Refused("dtype state refused (structured, subarray or malformed)")
+        if state[1] in "<>":
+            self.dtype = dtype.newbyteorder(state[1])
+
+
+def _checked_array(data, dtype, shape, fortran: bool = False) -> np.ndarray:
+    """A float64 array made from bytes that are really there, of a checked dtype and shape."""
+    if not isinstance(dtype, _DType) or getattr(dtype, "dtype", None) is None:
+        raise _Refused("array without a plain numeric dtype")
+    if isinstance(shape, int):
+        shape = (shape,)
+    if (not isinstance(shape, tuple) or len(shape) > 2
+            or not all(type(n) is int and 0 <= n <= MAX_SCORES for n in shape)):
+        raise _Refused(f"array shape {shape!r} refused")
+    count = math.prod(shape)
+    if count > MAX_SCORES:
+        raise _Refused(f"array of {count:,} values refused ({_LIMITS})")
+    if isinstance(data, str):  # Python 2 pickles: bytes arrive as latin-1 text
+        data = data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray)):
+        raise _Refused(f"array data of type {type(data).__name__} refused (object arrays are not scores)")
+    if len(data) != count * dtype.dtype.itemsize:
+        raise _Refused(f"array of shape {shape} needs {count * dtype.dtype.itemsize} bytes, "
+                       f"the file holds {len(data)}")
+    array = np.frombuffer(bytes(data), dtype=dtype.dtype).reshape(shape, order="F" if fortran else "C")
+    return array.astype(np.float64)
+
+
+class _ArrayStub:
+    """Stands for the empty ndarray of numpy's ``_reconstruct``; BUILD fills it with checked data."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state):
+        # numpy's ndarray state: (version, shape, dtype, is_fortran, raw data)
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise _Refused("array state refused")
+        _, shape, dtype, fortran, data = state
+        self.array = _checked_array(data, dtype, shape, bool(fortran))
+
+
+def _refuse_ndarray(*args, **kwargs):
+    raise _Refused("numpy.ndarray called directly (arrays are only accepted through numpy's own "
+                   "reconstruction, with their data in the file)")
+
+
+def _reconstruct(cls, shape=None, code=None):
+    if cls is not _refuse_ndarray:
+        raise _Refused(f"_reconstruct of {cls!r} refused")
+    return _ArrayStub()
+
+
+def _scalar(dtype, data=None):
+    return float(_checked_array(data, dtype, ())[()])
+
+
+def _frombuffer(data, dtype, shape, order="C"):
+    return _checked_array(data, dtype, shape, order == "F")
+
+
+def _encode(text, encoding="utf-8"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused("_codecs.encode refused except for latin-1 text")
+    return text.encode("latin1")
+
+
+def _reconstructor(cls, base, state):
     # Python 2 pickles plain objects through copy_reg._reconstructor; only dict is allowed.
     if cls is not dict and cls is not object:
-        raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r}")
+        raise _Refused(f"refusing to reconstruct {cls!r}")
     return dict() if state is None else dict(state)
+
+
+# Every global a score file may name, mapped to a stand-in that checks its arguments: numpy
+# itself never sees a dtype, shape or buffer from the file before they are checked, so a
+# forged pointer, a zero stride or a huge shape cannot crash or exhaust the reader.
+_SAFE_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy", "ndarray"): _refuse_ndarray, ("numpy", "dtype"): _DType,
+    ("builtins", "dict"): dict, ("__builtin__", "dict"): dict,
+    ("collections", "OrderedDict"): dict,
+    ("_codecs", "encode"): _encode,
+    ("copy_reg", "_reconstructor"): _reconstructor, ("copyreg", "_reconstructor"): _reconstructor,
+    ("__builtin__", "object"): object, ("builtins", "object"): object,
+}
+for _module in ("numpy.core", "numpy._core"):
+    _SAFE_GLOBALS[(f"{_module}.multiarray", "_reconstruct")] = _reconstruct
+    _SAFE_GLOBALS[(f"{_module}.multiarray", "scalar")] = _scalar
+    _SAFE_GLOBALS[(f"{_module}.numeric", "_frombuffer")] = _frombuffer
+
+
+class _ScoreUnpickler(pickle._Unpickler):
+    """Admit only what a score file needs: dicts, strings, numbers and numeric arrays.
+
+    The pure-Python unpickler (a dict memo, so a forged memo index costs nothing) over the
+    file's bytes in memory (a length prefix cannot read past the end); every global maps to a
+    checked stand-in, so a score file from someone else can neither run code nor crash or
+    exhaust the process."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise _Refused(f"refusing to load global {module}.{name}") from None
+
+
+def _score_vector(value) -> np.ndarray | None:
+    """A loaded value as a float64 vector, or None when it is not a plain score vector."""
+    if isinstance(value, _ArrayStub):
+        return None if value.array is None else value.array.reshape(-1)
+    if isinstance(value, np.ndarray):  # from _frombuffer
+        return value.reshape(-1)
+    if isinstance(value, (list, tuple)) and all(type(x) in (int, float) for x in value):
+        try:
+            return np.array(value, dtype=np.float64)
+        except OverflowError:
+            return None
+    return None
+
+
+def _read_pickle(path: Path) -> dict:
+    size = path.stat().st_size
+    if size > MAX_SCORE_FILE_BYTES:
+        raise ScoreFileError(f"{path}: {size:,} bytes is more than a score file can be "
+                             f"({MAX_SCORE_FILE_BYTES:,}; {_LIMITS})")
+    data = path.read_bytes()
+    raw = _ScoreUnpickler(io.BytesIO(data), encoding="latin1").load()
+    if not isinstance(raw, dict):
+        raise ScoreFileError(f"{path}: not a score file: expected a dict {{video_name: scores}}, "
+                             f"got {type(raw).__name__}")
+    return raw
+
+
+def _read_npz(path: Path) -> dict:
+    """An .npz of 'videos' (names) and 'scores' (matrix), headers checked before any data is read."""
+    with zipfile.ZipFile(path) as archive:
+        for member, kinds in (("videos.npy", "US"), ("scores.npy", "biuf")):
+            with archive.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+                count = math.prod(shape)
+                if dtype.kind not in kinds or dtype.hasobject or count > MAX_SCORES or len(shape) > 2:
+                    raise _Refused(f"{member} of dtype {dtype} and shape {shape} refused ({_LIMITS})")
+                if archive.getinfo(member).file_size < f.tell() + count * dtype.itemsize:
+                    raise _Refused(f"{member} is shorter than its shape {shape} needs")
+    with np.load(path, allow_pickle=False) as data:
+        names, scores = data["videos"], data["scores"]
+    if len(names) != len(scores):
+        raise _Refused(f"{len(names)} video names for {len(scores)} score rows")
+    return dict(zip((str(n) for n in names), scores.astype(np.float64)))
 
 
 def load_scores(path: str | Path) -> dict[str, np.ndarray]:
     """Load a per-video score file (.pickle from this repo, the reference repo, Python 2 or 3,
-    any protocol; or .npz with arrays ``videos`` and ``scores``)."""
+    any protocol; or .npz with arrays ``videos`` and ``scores``).
+
+    Hostile files are refused with one line naming the file: only numeric arrays whose data
+    is in the file, within :data:`MAX_CLASSES` and :data:`MAX_SCORES`, and finite scores."""
     path = Path(path)
+    if path.is_dir():
+        raise ScoreFileError(f"{path} is a folder, not a score file\n"
+                             f"  fix: pass the *_video_preds.pickle file inside it")
     if not path.is_file():
         raise ScoreFileError(f"score file not found: {path}\n"
                              f"  fix: run the stream with --evaluate to write it, or pass its path")
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                names, scores = data["videos"], data["scores"]
-            raw = dict(zip((str(n) for n in names), scores))
-        else:
-            with open(path, "rb") as f:
-                raw = _ScoreUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError, AttributeError,
-            ImportError, IndexError, TypeError) as err:
-        raise ScoreFileError(f"{path}: not a readable score file ({err})\n"
-                             f"  expected a pickle of {{video_name: array of class scores}} "
-                             f"or an .npz with 'videos' and 'scores'") from None
-    if not isinstance(raw, dict) or not raw:
-        raise ScoreFileError(f"{path}: expected a non-empty dict {{video_name: scores}}, "
-                             f"got {type(raw).__name__}")
+        raw = _read_npz(path) if path.suffix == ".npz" else _read_pickle(path)
+    except ScoreFileError:
+        raise
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError, AttributeError, ImportError,
+            IndexError, TypeError, OverflowError, MemoryError, RecursionError, zipfile.BadZipFile) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ScoreFileError(f"{path}: not a readable score file ({reason}); expected a pickle of "
+                             f"{{video_name: array of class scores}} or an .npz with 'videos' and 'scores'") from None
+    if not raw:
+        raise ScoreFileError(f"{path}: the score file holds no videos")
     scores: dict[str, np.ndarray] = {}
     for name, value in raw.items():
         if isinstance(name, bytes):
             name = name.decode("latin1")
-        array = np.asarray(value, dtype=np.float64).reshape(-1)
-        if not isinstance(name, str) or array.size == 0:
-            raise ScoreFileError(f"{path}: entry {name!r} is not a video name with a score vector")
+        array = _score_vector(value)
+        if not isinstance(name, str) or array is None or array.size == 0:
+            shown = repr(name)[:80] if isinstance(name, (str, bytes)) else type(name).__name__
+            raise ScoreFileError(f"{path}: entry {shown} is not a video name with a vector of scores")
+        if array.size > MAX_CLASSES:
+            raise ScoreFileError(f"{path}: entry {name[:80]!r} has {array.size:,} scores ({_LIMITS})")
         scores[name] = array
     lengths = {a.size for a in scores.values()}
     if len(lengths) != 1:
-        raise ScoreFileError(f"{path}: score vectors have different lengths {sorted(lengths)}")
+        raise ScoreFileError(f"{path}: score vectors have different lengths {sorted(lengths)[:5]}")
+    if len(scores) * next(iter(lengths)) > MAX_SCORES:
+        raise ScoreFileError(f"{path}: {len(scores):,} videos x {next(iter(lengths)):,} classes ({_LIMITS})")
+    check_finite_scores(scores, str(path))
     return scores
+
+
+def check_finite_scores(scores: Mapping[str, np.ndarray], source: str) -> None:
+    """Refuse scores that hold NaN or infinity: a diverged model's output is no result."""
+    bad = [name for name, vector in scores.items() if not np.isfinite(vector).all()]
+    if bad:
+        raise ScoreFileError(f"{source}: {len(bad)} of {len(scores)} videos have non-finite scores (NaN or inf), "
+                             f"e.g. {bad[0]}\n  fix: the model that wrote them diverged or its weights are "
+                             f"damaged; evaluate a good checkpoint again")
 
 
 def save_scores(path: str | Path, scores: Mapping[str, np.ndarray]) -> None:

@@ -1,17 +1,35 @@
-"""Data layer: split lists -> video index -> sampling -> datasets -> loaders."""
-from .datasets import MotionDataset, SpatialDataset
-from .index import (LAYOUTS, FrameLayout, IndexedVideo, build_index, index_videos, resolve_layout,
-                    stream_sources)
-from .loaders import ShardSampler, TrainSampler, build_loader, default_workers
-from .sampling import STACK_LENGTH, TEST_FRAMES, random_start, segment_positions, stack_frames, evaluation_positions
-from .splits import DEFAULT_SPLIT_DIR, Split, SplitError, VideoRecord, holdout_groups, load_split
-from .transforms import FrameReadError, InputNormalizer, motion_normalizer, spatial_normalizer
+"""Data layer: split lists -> video index -> sampling -> datasets -> loaders.
 
-__all__ = [
-    "LAYOUTS", "DEFAULT_SPLIT_DIR", "STACK_LENGTH", "TEST_FRAMES",
-    "FrameLayout", "FrameReadError", "IndexedVideo", "InputNormalizer", "MotionDataset", "ShardSampler",
-    "SpatialDataset", "Split", "SplitError", "TrainSampler", "VideoRecord",
-    "build_index", "build_loader", "default_workers", "holdout_groups", "index_videos", "load_split",
-    "motion_normalizer", "random_start", "resolve_layout", "segment_positions", "spatial_normalizer",
-    "stack_frames", "stream_sources", "evaluation_positions",
-]
+The split parser, the index and the sampling functions need no torch; the names below are
+imported on first use (PEP 562), so that ``import dataloader.splits`` (average_fusion.py)
+does not pay for importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "datasets": ("MotionDataset", "SpatialDataset"),
+    "index": ("LAYOUTS", "FrameLayout", "IndexedVideo", "build_index", "index_videos", "resolve_layout",
+              "stream_sources"),
+    "loaders": ("ShardSampler", "TrainSampler", "build_loader", "default_workers"),
+    "sampling": ("STACK_LENGTH", "TEST_FRAMES", "random_start", "segment_positions", "stack_frames",
+                 "evaluation_positions"),
+    "splits": ("DEFAULT_SPLIT_DIR", "Split", "SplitError", "VideoRecord", "holdout_groups", "load_split"),
+    "transforms": ("FrameReadError", "InputNormalizer", "motion_normalizer", "spatial_normalizer"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dataloader' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -363,4 +363,4 @@ def test_dataloader_summary_cli(tmp_path):
     assert f"train: 12 videos, 11 found, 1 missing (e.g. {d.train[0]})" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "dataloader", "--data-root", str(tmp_path / "nope")],
                          cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2 and "folder not found" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and "folder not found" in bad.stderr and "Traceback" not in bad.stderr

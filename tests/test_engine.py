@@ -235,7 +235,7 @@ def test_script_errors_are_one_message(data, tmp_path):
     proc = subprocess.run([sys.executable, "spatial_cnn.py", "--data-root", str(tmp_path / "nope"),
                            "--split-dir", str(data.split_dir), "--pretrained", "none"],
                           cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and "--data-root folder not found" in proc.stderr
+    assert proc.returncode == 1 and "--data-root folder not found" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

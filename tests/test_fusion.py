@@ -149,4 +149,77 @@ def test_fusion_errors_list_what_differs(tmp_path, split_dir):
     proc = subprocess.run([sys.executable, "average_fusion.py", "--spatial", str(tmp_path / "s.pickle"),
                            "--motion", str(tmp_path / "missing.pickle"), "--split-dir", str(split_dir)],
                           cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and "score file not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "score file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- hostile score files: refused with one line, exit 1, no crash, bounded memory ----------------
+
+class _Reduce:
+    """Pickles as whatever __reduce__ says, without ever building the object here."""
+
+    def __init__(self, *reduce):
+        self.reduce = reduce
+
+    def __reduce__(self):
+        return self.reduce
+
+
+def _nested_lists(depth: int) -> bytes:
+    key = b"A_g01_c01"
+    return b"\x80\x02}X" + struct.pack("<I", len(key)) + key + b"]" * depth + b"a" * (depth - 1) + b"s."
+
+
+def hostile_pickles() -> dict[str, bytes]:
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own _reconstruct
+    f8 = np.dtype("f8")
+    wrap = lambda value: pickle.dumps({"A_g01_c01": value}, protocol=2)  # noqa: E731
+    return {
+        "forged_pointers": wrap(_Reduce(np.ndarray, ((1,), np.dtype("O"), b"A" * 8))),
+        "zero_strides": wrap(_Reduce(np.ndarray, ((10**12,), f8, b"A" * 8, 0, (0,)))),
+        "huge_shape": wrap(_Reduce(reconstruct, (np.ndarray, (0,), b"b"), (1, (10**12,), f8, False, b"A" * 8))),
+        "object_dtype": wrap(_Reduce(reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), np.dtype("O"), False, [1.0]))),
+        "short_data": wrap(_Reduce(reconstruct, (np.ndarray, (0,), b"b"), (1, (4,), f8, False, b"A" * 8))),
+        "nested_10000_deep": _nested_lists(10_000),
+        "string_length_1GB": b"\x80\x04\x8d" + struct.pack("<Q", 10**9) + b"x" * 80,
+        "bytes_length_1GB": b"\x80\x03}B" + struct.pack("<I", 10**9) + b"x" * 80,
+        "memo_index_4G": b"\x80\x02}r" + struct.pack("<I", 0xFFFFFFF0) + b".",
+        "too_many_classes": pickle.dumps({"A_g01_c01": np.zeros(200_000, np.float32)}),
+        "nan_scores": pickle.dumps({"A_g01_c01": np.full(7, np.nan), "B_g01_c01": np.ones(7)}),
+    }
+
+
+def _limit_memory():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (3 * 1024 ** 3, 3 * 1024 ** 3))
+
+
+@pytest.mark.parametrize("name", sorted(hostile_pickles()))
+def test_hostile_score_file_gives_one_line_and_exit_1(tmp_path, split_dir, name):
+    path = tmp_path / f"{name}.pickle"
+    path.write_bytes(hostile_pickles()[name])
+    with pytest.raises(ScoreFileError, match=f"{name}.pickle"):
+        load_scores(path)
+    good = tmp_path / "good.pickle"
+    save_scores(good, {f"{c}_g01_c01": np.ones(len(CLASSES)) for c in "ABCD"})
+    env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "average_fusion.py", "--spatial", str(path), "--motion", str(good),
+                           "--split-dir", str(split_dir)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, preexec_fn=_limit_memory, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert lines[0].startswith("error: ") and str(path) in lines[0] and "Traceback" not in proc.stderr
+    assert len(lines) == 1 or (name == "nan_scores" and lines[1].startswith("  fix:")), proc.stderr
+
+
+def test_numpy_scalars_fortran_and_protocol_5_buffers_still_load(tmp_path):
+    matrix = np.asfortranarray(np.arange(6, dtype=">f4").reshape(2, 3))
+    scores = {"A_g01_c01": matrix[0], "B_g01_c01": [np.float64(1.5), 2.0, 3], "C_g01_c01": matrix.T.copy()[:, 0]}
+    for protocol in (2, 4, 5):
+        path = tmp_path / f"p{protocol}.pickle"
+        path.write_bytes(pickle.dumps(scores, protocol=protocol))
+        loaded = load_scores(path)
+        assert np.array_equal(loaded["A_g01_c01"], [0, 1, 2]) and np.array_equal(loaded["B_g01_c01"], [1.5, 2, 3])
+        assert np.array_equal(loaded["C_g01_c01"], [0, 1, 2])
+    path = tmp_path / "fortran.pickle"
+    path.write_bytes(pickle.dumps({"A_g01_c01": matrix}, protocol=2))
+    assert np.array_equal(load_scores(path)["A_g01_c01"], matrix.reshape(-1))
