@@ -12,9 +12,11 @@ middle of an epoch also records how many training samples of that epoch were don
 from __future__ import annotations
 
 import argparse
+import fcntl
 import math
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,8 +30,9 @@ from tqdm import tqdm
 
 from dataloader import (LAYOUTS, DEFAULT_SPLIT_DIR, TEST_FRAMES, IndexedVideo, InputNormalizer, build_loader,
                         holdout_groups, index_videos, load_split, resolve_layout)
-from models import ARCHS, build_model, load_torch_file, normalize_keys
-from utils import CsvLogger, UserError, atomic_write, save_scores
+from models import ARCHS, build_model, load_torch_file, normalize_keys, pretrained_name
+from utils import (CsvLogger, UserError, atomic_write, check_finite_scores, check_writable_dir,
+                   remove_stale_temporaries, save_scores)
 
 CHECKPOINT_FORMAT = "two-stream-checkpoint/1"
 
@@ -80,7 +83,9 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
 
     model = p.add_argument_group("model")
     model.add_argument("--arch", default="resnet101", choices=ARCHS)
-    model.add_argument("--pretrained", default="imagenet", help="imagenet | none | PATH to a state dict")
+    model.add_argument("--pretrained", default="imagenet",
+                       help="imagenet (= imagenet-v1, torchvision's IMAGENET1K_V1, the reference's) | imagenet-v2 | "
+                            "none | PATH to a state dict")
     model.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier")
 
     train = p.add_argument_group("training")
@@ -99,6 +104,12 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     train.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate)")
     train.add_argument("--start-epoch", type=int, default=None, help="override the checkpoint's epoch")
     train.add_argument("--evaluate", action="store_true", help="only run the test pass and write the score file")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --output-dir (without it a folder holding a run is refused "
+                            "unless --resume is given)")
+    train.add_argument("--override-checkpoint-settings", action="store_true",
+                       help="let the command line change the input settings stored in the --resume checkpoint "
+                            "(input size, test view, test frames, stack length and order, flow mean)")
 
     speed = p.add_argument_group("device and speed")
     speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -112,6 +123,124 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     speed.add_argument("--compile", action="store_true", help="torch.compile the model")
     speed.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     return p
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+# flag -> (check, what it must be); checked after parsing, all problems in one message
+_NUMERIC_CHECKS = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "test_batch_size": (lambda v: v is None or v >= 1, "at least 1"),
+    "test_frames": (lambda v: v >= 1, "at least 1"),
+    "input_size": (lambda v: v >= 8, "at least 8 pixels"),
+    "lr": (lambda v: v > 0 and math.isfinite(v), "a positive number"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "0 or more"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "lr_patience": (lambda v: v >= 0, "0 or more"),
+    "lr_step": (lambda v: v >= 1, "at least 1"),
+    "workers": (lambda v: v is None or v >= 0, "0 or more"),
+    "holdout_groups": (lambda v: v >= 0, "0 or more"),
+    "start_epoch": (lambda v: v is None or v >= 0, "0 or more"),
+    "segments": (lambda v: v >= 1, "at least 1"),
+    "stack_length": (lambda v: v >= 1, "at least 1"),
+    "flow_mean": (lambda v: math.isfinite(v), "a finite number"),
+}
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate; ``args.explicit`` holds the flags given on the command line (they
+    win over a checkpoint's stored settings). Invalid numbers are one usage error (exit 2)."""
+    args = parser.parse_args(argv)
+    probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
+    probe, _ = parser.parse_known_args(argv, namespace=probe)
+    args.explicit = sorted(k for k, v in vars(probe).items() if v is not _UNSET)
+    problems = [f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}"
+                for name, (ok, what) in _NUMERIC_CHECKS.items() if hasattr(args, name) and not ok(getattr(args, name))]
+    if problems:
+        parser.error("; ".join(problems))
+    return args
+
+
+# The settings that define what a checkpoint's model sees: a resumed or evaluated checkpoint
+# of this project brings its own, so that --evaluate scores it as it was trained.
+CHECKPOINT_SETTINGS = ("arch", "input_size", "test_view", "test_frames", "stack_length", "reference_stack_order",
+                       "flow_mean")
+
+
+def apply_checkpoint_settings(args: argparse.Namespace, saved: dict, path: str) -> list[str]:
+    """Take the checkpoint's input settings where the command line is silent; refuse a flag
+    that contradicts one unless --override-checkpoint-settings. Returns what was taken."""
+    explicit = set(getattr(args, "explicit", ()))
+    taken = []
+    for name in CHECKPOINT_SETTINGS:
+        if name not in saved or not hasattr(args, name) or saved[name] == getattr(args, name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name in explicit:
+            if not args.override_checkpoint_settings or name == "arch":
+                raise UserError(f"{path} was trained with {flag} {saved[name]}, the command line says {flag} "
+                                f"{getattr(args, name)}\n  fix: drop {flag} to use the checkpoint's value"
+                                + ("" if name == "arch" else ", or pass --override-checkpoint-settings"))
+            continue
+        setattr(args, name, saved[name])
+        taken.append(f"{flag} {saved[name]}")
+    return taken
+
+
+# ---------------------------------------------------------------------------------------
+# The output folder
+# ---------------------------------------------------------------------------------------
+
+RUN_FILES = ("checkpoint.pth.tar", "model_best.pth.tar", "train.csv", "test.csv", "val.csv")
+
+
+class OutputFolder:
+    """The run's output folder, checked before any data is read: writable, not holding
+    another run (unless resumed or overwritten), and locked against a second concurrent run.
+    Stale temporary files of killed writes are removed."""
+
+    def __init__(self, path: Path, score_file: str, resume: bool, overwrite: bool):
+        self.path = path
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create the output folder {path}: {err.strerror}\n  fix: pass a writable "
+                            f"--output-dir") from None
+        check_writable_dir(path, "--output-dir")
+        self._lock = open(path / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.seek(0)
+            owner = self._lock.read().strip() or "another process"
+            self._lock.close()
+            raise UserError(f"{path} is in use by another run ({owner})\n  fix: wait for it to finish, or pass "
+                            f"another --output-dir") from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        self._lock.flush()
+        remove_stale_temporaries(path)
+        held = [name for name in (*RUN_FILES, score_file) if (path / name).exists()]
+        if held and not resume and not overwrite:
+            self.close()
+            raise UserError(f"{path} holds a previous run ({', '.join(held)})\n  fix: continue it with --resume "
+                            f"{path / 'checkpoint.pth.tar'}, write to another --output-dir, or replace it with "
+                            f"--overwrite")
+        if overwrite and not resume:
+            for name in ("train.csv", "test.csv", "val.csv"):
+                (path / name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            self._lock.close()  # releases the flock
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,9 +292,15 @@ def resolve_device(args: argparse.Namespace, world: World) -> torch.device:
 # ---------------------------------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write a checkpoint atomically: a crash mid-write never corrupts the previous one."""
-    with atomic_write(path) as f:
-        torch.save(state, f)
+    """Write a checkpoint atomically: a crash or a full disk mid-write never corrupts the
+    previous one, and a failed write is one message naming the last good checkpoint."""
+    try:
+        with atomic_write(path) as f:
+            torch.save(state, f)
+    except OSError as err:
+        good = f"the last good one is {path}" if path.exists() else "no earlier checkpoint exists there"
+        raise UserError(f"could not write the checkpoint {path} ({err.strerror or err}); {good}\n"
+                        f"  fix: free disk space (or fix the folder), then continue with --resume") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -296,7 +431,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     Items are [B, S, C, H, W]: S samples of each video (3 segments, or 1 stack) whose logits
     are averaged before the loss (segment consensus)."""
     model.train()
-    steps = 0
+    steps, new_samples = 0, 0
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     progress = tqdm(loader, desc=f"epoch {epoch + 1} train", disable=None if ctx.world.is_main else True,
                     leave=False, dynamic_ncols=True)
@@ -313,7 +448,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         scaler.update()
         c1, c5 = topk_correct(logits.detach(), labels)
         sums += torch.stack([loss.detach().double() * batch, c1.double(), c5.double()])
-        meters.count += batch
+        new_samples += batch
         steps += 1
         if steps % nan_check_every == 0:
             _check_finite(sums[0], epoch, steps)
@@ -321,11 +456,11 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             _check_finite(sums[0], epoch, steps)
             break
     _check_finite(sums[0], epoch, steps)
-    if ctx.world.distributed:
-        dist.all_reduce(sums)
-        count = torch.tensor([meters.count], device=ctx.device)
-        dist.all_reduce(count)
-        meters.count = int(count.item())
+    if ctx.world.distributed:  # only this call's samples: restored meters are already global
+        totals = torch.cat([sums, torch.tensor([new_samples], dtype=torch.float64, device=ctx.device)])
+        dist.all_reduce(totals)
+        sums, new_samples = totals[:3], int(totals[3].item())
+    meters.count += new_samples
     meters.loss += sums[0].item()
     meters.correct1 += sums[1].item()
     meters.correct5 += sums[2].item()
@@ -356,18 +491,21 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, steps: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, ctx: Context, num_videos: int, num_classes: int,
-             labels: torch.Tensor, frames_per_video: int, desc: str = "test") -> dict:
+             labels: torch.Tensor, frames_per_video: int, desc: str = "test") -> dict | None:
     """Sum the logits of every test position of a video into its score; video-level metrics.
 
     Each process sees its own share of the frames (exactly once over all processes); the
     partial sums are added up with all_reduce, so the result equals one process's.
-    Returns {'scores': [V, K] float64 CPU tensor, 'top1', 'top5', 'loss', 'frame_top1'}."""
+    Returns {'scores': [V, K] float64 CPU tensor, 'top1', 'top5', 'loss', 'frame_top1'}, or None
+    when SIGINT/SIGTERM asked to stop (a cluster's grace period is short: the pass is dropped)."""
     model.eval()
     scores = torch.zeros(num_videos, num_classes, dtype=torch.float64, device=ctx.device)
     counts = torch.zeros(num_videos, dtype=torch.float64, device=ctx.device)
     frame_correct = torch.zeros((), dtype=torch.float64, device=ctx.device)
     progress = tqdm(loader, desc=desc, disable=None if ctx.world.is_main else True, leave=False, dynamic_ncols=True)
     for frames, frame_labels, video_idx in progress:
+        if ctx.stop.requested:  # ranks may hold different batch counts: agree once, after the loop
+            break
         frames = ctx.normalizer(frames.to(ctx.device, non_blocking=True))
         video_idx = video_idx.to(ctx.device, non_blocking=True)
         with ctx.autocast():
@@ -376,8 +514,12 @@ def evaluate(model: nn.Module, loader, ctx: Context, num_videos: int, num_classe
         counts.index_add_(0, video_idx, torch.ones_like(video_idx, dtype=torch.float64))
         frame_correct += (logits.argmax(1) == frame_labels.to(ctx.device)).sum()
     if ctx.world.distributed:
+        if _should_stop(ctx, 0, 1):  # one matched collective on every rank
+            return None
         for t in (scores, counts, frame_correct):
             dist.all_reduce(t)
+    elif ctx.stop.requested:
+        return None
     wrong = (counts != frames_per_video).nonzero().flatten().tolist()
     if wrong:  # a loader or sharding bug would silently bias the scores: never report those
         raise RuntimeError(f"{len(wrong)} videos got {counts[wrong[0]].item():.0f} test frames instead "
@@ -426,74 +568,180 @@ def _build_scheduler(args, optimizer):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=0.1)
 
 
+def _scheduled_lr(scheduler, base_lr: float, epoch: int) -> float:
+    """The closed-form rate of a cosine or step schedule after ``epoch`` finished epochs."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        t = min(epoch, scheduler.T_max)
+        return scheduler.eta_min + (base_lr - scheduler.eta_min) * (1 + math.cos(math.pi * t / scheduler.T_max)) / 2
+    return base_lr * scheduler.gamma ** (epoch // scheduler.step_size)
+
+
+def restore_schedule(optimizer, scheduler, ckpt: dict, args: argparse.Namespace, epoch: int) -> list[str]:
+    """Load the optimizer and scheduler states, then apply the current arguments over the
+    saved hyper-parameters (a run extended from 2 to 4 epochs follows the 4-epoch cosine).
+    Returns what changed, for the log."""
+    saved = ckpt.get("args", {})
+    optimizer.load_state_dict(ckpt["optimizer"])
+    changes = []
+    for name in ("momentum", "weight_decay"):
+        if saved.get(name, getattr(args, name)) != getattr(args, name):
+            changes.append(f"{name} {saved[name]} -> {getattr(args, name)}")
+        for group in optimizer.param_groups:
+            group[name] = getattr(args, name)
+    new_lr = saved.get("lr", args.lr) != args.lr
+    if new_lr:
+        changes.append(f"base lr {saved['lr']} -> {args.lr}")
+        for group in optimizer.param_groups:
+            group["initial_lr"] = args.lr
+    if saved.get("lr_scheduler", args.lr_scheduler) != args.lr_scheduler:
+        changes.append(f"lr scheduler {saved['lr_scheduler']} -> {args.lr_scheduler} (starts at epoch {epoch})")
+        reshape = True
+    else:
+        scheduler.load_state_dict(ckpt["scheduler"])
+        horizon = {"cosine": ("T_max", "epochs", max(args.epochs, 1)), "step": ("step_size", "lr_step", args.lr_step),
+                   "plateau": ("patience", "lr_patience", args.lr_patience)}[args.lr_scheduler]
+        attribute, flag, value = horizon
+        reshape = new_lr
+        if getattr(scheduler, attribute) != value:
+            changes.append(f"{args.lr_scheduler} {attribute} {getattr(scheduler, attribute)} -> {value} "
+                           f"(--{flag.replace('_', '-')})")
+            setattr(scheduler, attribute, value)
+            reshape = True
+    if reshape:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if new_lr:
+                for group in optimizer.param_groups:
+                    group["lr"] = args.lr
+        else:
+            scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+            scheduler.last_epoch = epoch
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = _scheduled_lr(scheduler, base, epoch)
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return changes
+
+
 def _log(world: World, message: str) -> None:
     if world.is_main:
         print(message, flush=True)
 
 
+@dataclass
+class Data:
+    """The indexed videos of a run and how to load them."""
+
+    split: object
+    test_videos: list[IndexedVideo]
+    train_videos: list[IndexedVideo]
+    val_videos: list[IndexedVideo]
+    test_loader: Callable[[list[IndexedVideo]], object]
+
+    def labels(self, videos: list[IndexedVideo]) -> torch.Tensor:
+        return torch.tensor([v.record.label for v in videos])
+
+
+@dataclass
+class Training:
+    """Model, optimisation state and where the run stands."""
+
+    model: nn.Module
+    model_without_ddp: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: object
+    ctx: Context
+    start_epoch: int = 0
+    samples_done: int = 0
+    best_top1: float = -1.0
+    meters: Meters = field(default_factory=Meters)
+
+
 def run(args: argparse.Namespace, stream: Stream) -> dict | None:
     """Train and/or evaluate one stream as the arguments say. Returns the last test metrics."""
     world = init_distributed(args.device)
+    folder = None
     try:
-        return _run(args, stream, world)
+        device = resolve_device(args, world)
+        output_dir = Path(args.output_dir)
+        if world.is_main:  # before any data is read: a bad folder must not cost an epoch
+            folder = OutputFolder(output_dir, stream.score_file, bool(args.resume), args.overwrite)
+        ckpt = _load_resume_checkpoint(args, world)
+        data = _build_data(args, stream, world, output_dir, device.type == "cuda")
+        training = _build_training(args, stream, world, device, data, ckpt)
+        with training.ctx.stop:
+            if args.evaluate:
+                return _evaluate_only(args, stream, world, output_dir, data, training)
+            return _train(args, stream, world, output_dir, data, training)
     finally:
+        if folder is not None:
+            folder.close()
         if world.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
-    device = resolve_device(args, world)
-    cuda = device.type == "cuda"
-    amp = cuda if args.amp is None else args.amp
-    amp_dtype = None
-    if amp:
-        amp_dtype = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
-    channels_last = cuda if args.channels_last is None else args.channels_last
-    device_resize = (cuda if args.device_resize is None else args.device_resize) and args.test_view == "resize"
-    test_mode = "full" if device_resize else args.test_view
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    output_dir = Path(args.output_dir)
-    if world.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
+def _load_resume_checkpoint(args: argparse.Namespace, world: World) -> dict | None:
+    """The --resume checkpoint, whose stored input settings become this run's defaults."""
+    if not args.resume:
+        return None
+    ckpt = load_checkpoint(args.resume)
+    if ckpt.get("format") == CHECKPOINT_FORMAT:
+        taken = apply_checkpoint_settings(args, ckpt.get("args", {}), args.resume)
+        if taken:
+            _log(world, f"settings from {args.resume}: {', '.join(taken)}")
+    return ckpt
 
-    # data
+
+def _build_data(args: argparse.Namespace, stream: Stream, world: World, output_dir: Path, cuda: bool) -> Data:
     split = load_split(args.split_dir, args.split)
     layout = resolve_layout(args.layout, args.rgb_template, args.flow_x_template, args.flow_y_template)
     sources = stream.sources(args, layout)
-    min_frames = stream.min_frames(args)
+
     def index(records, what):
         return index_videos(records, what, sources, output_dir if world.is_main else None, args.allow_missing,
-                            min_frames)
+                            stream.min_frames(args), warn=world.is_main)
     test_videos = index(split.test, "test")
     train_records, val_records = split.train, []
     if args.holdout_groups:
         train_records, val_records = holdout_groups(split.train, args.holdout_groups)
     train_videos = index(train_records, "train") if not args.evaluate else []
     val_videos = index(val_records, "validation") if val_records and not args.evaluate else []
-    workers = args.workers
+    device_resize = (cuda if args.device_resize is None else args.device_resize) and args.test_view == "resize"
+    test_mode = "full" if device_resize else args.test_view
     test_batch = args.test_batch_size or max(64, 4 * args.batch_size)
+    args.test_mode = test_mode
 
     def test_loader(videos):
-        return build_loader(stream.dataset(videos, False, args, test_mode), test_batch, train=False, workers=workers,
-                            pin_memory=cuda, rank=world.rank, world_size=world.size)
+        return build_loader(stream.dataset(videos, False, args, test_mode), test_batch, train=False,
+                            workers=args.workers, pin_memory=cuda, rank=world.rank, world_size=world.size)
+    return Data(split, test_videos, train_videos, val_videos, test_loader)
 
-    # model
+
+def _build_training(args: argparse.Namespace, stream: Stream, world: World, device: torch.device, data: Data,
+                    ckpt: dict | None) -> Training:
+    """Model, optimizer, scaler, scheduler, DDP and the resumed state, in torchvision's order."""
+    cuda = device.type == "cuda"
+    amp = cuda if args.amp is None else args.amp
+    amp_dtype = None
+    if amp:
+        amp_dtype = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
+    channels_last = cuda if args.channels_last is None else args.channels_last
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+
     torch.manual_seed(args.seed)
     in_channels = stream.in_channels(args)
-    model = build_model(args.arch, split.num_classes, in_channels,
-                        "none" if args.resume else args.pretrained, args.dropout)
-    ckpt = load_checkpoint(args.resume) if args.resume else None
+    num_classes = data.split.num_classes
+    model = build_model(args.arch, num_classes, in_channels, "none" if args.resume else args.pretrained, args.dropout)
     if ckpt is not None:
         model.load_state_dict(check_compatible(ckpt, args.resume, stream.name, args.arch, in_channels,
-                                               split.num_classes, model))
+                                               num_classes, model))
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if args.sync_bn and world.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model_without_ddp = model
-    criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     scheduler = _build_scheduler(args, optimizer)
@@ -501,134 +749,186 @@ def _run(args: argparse.Namespace, stream: Stream, world: World) -> dict | None:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     if args.compile:
         model = torch.compile(model)
-    resize = (args.input_size, args.input_size) if device_resize else None
+    resize = (args.input_size, args.input_size) if args.test_mode == "full" else None
     ctx = Context(device, stream.normalizer(args, channels_last, resize).to(device), amp_dtype, world)
-
-    # resume
-    start_epoch, samples_done, best_top1, meters = 0, 0, -1.0, Meters()
+    training = Training(model, model_without_ddp, nn.CrossEntropyLoss(), optimizer, scaler, scheduler, ctx)
     if ckpt is not None:
-        if ckpt.get("format") == CHECKPOINT_FORMAT:
-            start_epoch, samples_done = ckpt["epoch"], ckpt.get("samples_done", 0)
-            best_top1 = ckpt["best_top1"]
-            meters = Meters(**ckpt.get("meters", {}))
-            if not args.evaluate:
-                optimizer.load_state_dict(ckpt["optimizer"])
-                scheduler.load_state_dict(ckpt["scheduler"])
-                scaler.load_state_dict(ckpt["scaler"])
-                torch.set_rng_state(ckpt["rng"]["torch"])
-                if cuda and "cuda" in ckpt["rng"]:
-                    torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        else:  # the reference repo's {'epoch', 'state_dict', 'best_prec1', 'optimizer'}
-            start_epoch = int(ckpt.get("epoch", 0))
-            best_top1 = float(ckpt.get("best_prec1", -1.0))
-        _log(world, f"resumed from {args.resume} (epoch {start_epoch}, best top-1 {best_top1:.2f})")
+        _resume(args, world, ckpt, training)
     if args.start_epoch is not None:
-        start_epoch, samples_done = args.start_epoch, 0
+        training.start_epoch, training.samples_done = args.start_epoch, 0
+    return training
 
-    checkpoint_meta = {"format": CHECKPOINT_FORMAT, "stream": stream.name, "arch": args.arch,
-                       "num_classes": split.num_classes, "in_channels": in_channels,
-                       "class_names": list(split.classes), "args": vars(args)}
 
-    def checkpoint(epoch: int, samples_done: int, meters: Meters) -> dict:
-        """Everything --resume needs; ``epoch`` counts finished epochs, ``samples_done`` the
-        training samples of the next one already seen (non-zero only after an interrupt)."""
-        rng = {"torch": torch.get_rng_state()}
-        if cuda:
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        return {**checkpoint_meta, "epoch": epoch, "samples_done": samples_done, "meters": vars(meters),
-                "model": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-                "best_top1": best_top1, "best_prec1": best_top1}
-    test_labels = torch.tensor([v.record.label for v in test_videos])
+def _resume(args: argparse.Namespace, world: World, ckpt: dict, t: Training) -> None:
+    if ckpt.get("format") == CHECKPOINT_FORMAT:
+        t.start_epoch, t.samples_done = ckpt["epoch"], ckpt.get("samples_done", 0)
+        t.best_top1 = ckpt["best_top1"]
+        t.meters = Meters(**ckpt.get("meters", {}))
+        if not args.evaluate:
+            changes = restore_schedule(t.optimizer, t.scheduler, ckpt, args, t.start_epoch)
+            if changes:
+                _log(world, f"resuming with the current arguments: {'; '.join(changes)}")
+            t.scaler.load_state_dict(ckpt["scaler"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if t.ctx.device.type == "cuda" and "cuda" in ckpt["rng"]:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], t.ctx.device)
+    else:  # the reference repo's {'epoch', 'state_dict', 'best_prec1', 'optimizer'}
+        t.start_epoch = int(ckpt.get("epoch", 0))
+        t.best_top1 = float(ckpt.get("best_prec1", -1.0))
+    _log(world, f"resumed from {args.resume} (epoch {t.start_epoch}, best top-1 {t.best_top1:.2f})")
 
-    def write_scores(result: dict) -> Path:
-        path = output_dir / stream.score_file
-        save_scores(path, {v.record.key: result["scores"][i].numpy() for i, v in enumerate(test_videos)})
-        return path
 
-    if args.evaluate:
-        result = evaluate(model, test_loader(test_videos), ctx, len(test_videos), split.num_classes,
-                          test_labels, args.test_frames)
-        if world.is_main:
-            path = write_scores(result)
-            print(f"{stream.name} test: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-                  f"loss {result['loss']:.4f}  frame top-1 {result['frame_top1']:.2f}%  "
-                  f"({len(test_videos)} videos)\nscores written to {path}")
-        return result
+def _checkpoint(args: argparse.Namespace, stream: Stream, data: Data, t: Training, epoch: int,
+                samples_done: int, meters: Meters) -> dict:
+    """Everything --resume needs; ``epoch`` counts finished epochs, ``samples_done`` the
+    training samples of the next one already seen (non-zero only after an interrupt)."""
+    rng = {"torch": torch.get_rng_state()}
+    if t.ctx.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(t.ctx.device)
+    saved_args = {k: v for k, v in vars(args).items() if k not in ("explicit", "test_mode")}
+    return {"format": CHECKPOINT_FORMAT, "stream": stream.name, "arch": args.arch,
+            "num_classes": data.split.num_classes, "in_channels": stream.in_channels(args),
+            "class_names": list(data.split.classes), "args": saved_args,
+            "pretrained_weights": pretrained_name(args.pretrained),
+            "epoch": epoch, "samples_done": samples_done, "meters": vars(meters),
+            "model": t.model_without_ddp.state_dict(), "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), "rng": rng,
+            "best_top1": t.best_top1, "best_prec1": t.best_top1}
 
-    train_set = stream.dataset(train_videos, True, args, test_mode)
-    train_loader = build_loader(train_set, args.batch_size, train=True, workers=workers, pin_memory=cuda,
-                                seed=args.seed, rank=world.rank, world_size=world.size)
+
+def _test_pass(args, world: World, data: Data, t: Training, videos: list[IndexedVideo], loader,
+               desc: str = "test") -> dict | None:
+    """One evaluation; non-finite scores stop the run with the count and an example video."""
+    result = evaluate(t.model, loader, t.ctx, len(videos), data.split.num_classes, data.labels(videos),
+                      args.test_frames, desc=desc)
+    if result is not None:
+        finite = torch.isfinite(result["scores"]).all(dim=1)
+        if not finite.all():
+            bad = (~finite).nonzero().flatten().tolist()
+            raise UserError(f"the model gives non-finite scores (NaN or inf) for {len(bad)} of {len(videos)} "
+                            f"{desc} videos, e.g. {videos[bad[0]].record.key}; no score file is written\n"
+                            f"  fix: its weights are damaged or training diverged: use an earlier checkpoint, "
+                            f"or a lower --lr")
+    return result
+
+
+def _write_scores(output_dir: Path, stream: Stream, videos: list[IndexedVideo], result: dict) -> Path:
+    path = output_dir / stream.score_file
+    scores = {v.record.key: result["scores"][i].numpy() for i, v in enumerate(videos)}
+    check_finite_scores(scores, f"{stream.name} evaluation")
+    try:
+        save_scores(path, scores)
+    except OSError as err:
+        raise UserError(f"could not write the score file {path} ({err.strerror or err})\n"
+                        f"  fix: free disk space, then run --evaluate --resume with the best checkpoint") from None
+    return path
+
+
+def _interrupted(world: World, stop: GracefulStop, message: str) -> SystemExit:
+    _log(world, message)
+    return SystemExit(128 + stop.signal)
+
+
+def _evaluate_only(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training) -> dict:
+    result = _test_pass(args, world, data, t, data.test_videos, data.test_loader(data.test_videos))
+    if result is None:
+        raise _interrupted(world, t.ctx.stop, "\ninterrupted during the test pass; nothing was written")
+    if world.is_main:
+        path = _write_scores(output_dir, stream, data.test_videos, result)
+        print(f"{stream.name} test: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+              f"loss {result['loss']:.4f}  frame top-1 {result['frame_top1']:.2f}%  "
+              f"({len(data.test_videos)} videos)\nscores written to {path}")
+    return result
+
+
+def _train(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training) -> dict | None:
+    """The epoch loop: train, evaluate on the selection set, step the schedule, log, save."""
+    if t.start_epoch >= args.epochs:
+        raise UserError(f"{args.resume} has finished {t.start_epoch} epochs and --epochs is {args.epochs}: "
+                        f"nothing to train\n  fix: pass --epochs larger than {t.start_epoch} to train more, or "
+                        f"--evaluate")
+    train_set = stream.dataset(data.train_videos, True, args, args.test_mode)
+    train_loader = build_loader(train_set, args.batch_size, train=True, workers=args.workers,
+                                pin_memory=t.ctx.device.type == "cuda", seed=args.seed, rank=world.rank,
+                                world_size=world.size)
     if len(train_loader.sampler) < args.batch_size:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} training videos "
                         f"(per process); lower it")
-    select_videos = val_videos or test_videos
-    selection = "val" if val_videos else "test"
-    select_labels = torch.tensor([v.record.label for v in select_videos])
-    select_loader = test_loader(select_videos)
+    select_videos = data.val_videos or data.test_videos
+    selection = "val" if data.val_videos else "test"
+    select_loader = data.test_loader(select_videos)
     train_log, select_log = CsvLogger(output_dir / "train.csv"), CsvLogger(output_dir / f"{selection}.csv")
     if world.is_main:
-        train_log.truncate_after(start_epoch)
-        select_log.truncate_after(start_epoch)
-    _log(world, f"{stream.name}: {len(train_videos)} training videos, {len(select_videos)} {selection} videos, "
-                f"{args.arch} on {device}{' x' + str(world.size) if world.distributed else ''}, "
-                f"amp {amp_dtype}, epochs {start_epoch + 1}..{args.epochs}")
+        train_log.truncate_after(t.start_epoch)
+        select_log.truncate_after(t.start_epoch)
+    _log(world, f"{stream.name}: {len(data.train_videos)} training videos, {len(select_videos)} {selection} "
+                f"videos, {args.arch} on {t.ctx.device}{' x' + str(world.size) if world.distributed else ''}, "
+                f"amp {t.ctx.amp_dtype}, epochs {t.start_epoch + 1}..{args.epochs}")
+    checkpoint_path = output_dir / "checkpoint.pth.tar"
+
+    def stop_now(epoch: int, samples_done: int, meters: Meters, where: str) -> SystemExit:
+        if world.is_main:
+            save_checkpoint(checkpoint_path, _checkpoint(args, stream, data, t, epoch, samples_done, meters))
+        return _interrupted(world, t.ctx.stop, f"\ninterrupted in epoch {epoch + 1} ({where}); checkpoint written "
+                                               f"to {checkpoint_path}\n  continue with --resume {checkpoint_path}")
 
     result = None
-    with ctx.stop:
-        for epoch in range(start_epoch, args.epochs):
-            started = time.time()
-            train_loader.sampler.set_epoch(epoch, skip=samples_done // world.size)
-            done_before = samples_done
-            meters, steps = train_one_epoch(model, train_loader, criterion, optimizer, scaler, ctx, epoch, meters)
-            if ctx.stop.requested:
-                samples_done = done_before + steps * args.batch_size * world.size
-                if world.is_main:
-                    save_checkpoint(output_dir / "checkpoint.pth.tar", checkpoint(epoch, samples_done, meters))
-                    print(f"\ninterrupted in epoch {epoch + 1} after {samples_done} samples; checkpoint "
-                          f"written to {output_dir / 'checkpoint.pth.tar'}\n  continue with --resume "
-                          f"{output_dir / 'checkpoint.pth.tar'}", flush=True)
-                raise SystemExit(128 + ctx.stop.signal)
-            train_metrics = meters.result()
-            result = evaluate(model, select_loader, ctx, len(select_videos), split.num_classes, select_labels,
-                              args.test_frames, desc=selection)
-            if args.lr_scheduler == "plateau":
-                scheduler.step(result["loss"])
-            else:
-                scheduler.step()
-            is_best = result["top1"] > best_top1
-            best_top1 = max(best_top1, result["top1"])
-            samples_done, meters = 0, Meters()
-            if world.is_main:
-                elapsed = time.time() - started
-                lr = optimizer.param_groups[0]["lr"]
-                train_log.log({"epoch": epoch + 1, **{k: round(v, 5) for k, v in train_metrics.items()},
-                               "lr": lr, "seconds": round(elapsed, 1)})
-                select_log.log({"epoch": epoch + 1, "loss": round(result["loss"], 5), "top1": round(result["top1"], 3),
-                                "top5": round(result["top5"], 3), "frame_top1": round(result["frame_top1"], 3)})
-                state = checkpoint(epoch + 1, 0, meters)
-                save_checkpoint(output_dir / "checkpoint.pth.tar", state)
-                if is_best:
-                    save_checkpoint(output_dir / "model_best.pth.tar", state)
-                    if selection == "test":
-                        write_scores(result)
-                plot_curves(output_dir, stream.name, selection)
-                print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_metrics['loss']:.4f} top-1 "
-                      f"{train_metrics['top1']:.2f}% | {selection} loss {result['loss']:.4f} top-1 "
-                      f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%{' (best)' if is_best else ''} "
-                      f"| lr {lr:.2e} | {elapsed:.0f}s", flush=True)
-
-    if val_videos and (output_dir / "model_best.pth.tar").exists():
-        # model selection was on held-out groups: the test list is scored once, by the chosen model
-        if world.distributed:
-            dist.barrier()
-        best = load_checkpoint(output_dir / "model_best.pth.tar")
-        model_without_ddp.load_state_dict(best["model"])
-        result = evaluate(model, test_loader(test_videos), ctx, len(test_videos), split.num_classes,
-                          test_labels, args.test_frames)
+    for epoch in range(t.start_epoch, args.epochs):
+        started = time.time()
+        train_loader.sampler.set_epoch(epoch, samples_done=t.samples_done)
+        done_before = t.samples_done
+        meters, steps = train_one_epoch(t.model, train_loader, t.criterion, t.optimizer, t.scaler, t.ctx, epoch,
+                                        t.meters)
+        epoch_samples = done_before + steps * args.batch_size * world.size
+        if t.ctx.stop.requested:
+            raise stop_now(epoch, epoch_samples, meters, f"after {epoch_samples} training samples")
+        lr = t.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+        result = _test_pass(args, world, data, t, select_videos, select_loader, desc=selection)
+        if result is None:  # the training part is kept: the resumed run only redoes this evaluation
+            raise stop_now(epoch, train_loader.sampler.epoch_samples, meters, "during its evaluation")
+        train_metrics = meters.result()
+        if args.lr_scheduler == "plateau":
+            t.scheduler.step(result["loss"])
+        else:
+            t.scheduler.step()
+        is_best = result["top1"] > t.best_top1
+        t.best_top1 = max(t.best_top1, result["top1"])
+        t.samples_done, t.meters = 0, Meters()
         if world.is_main:
-            write_scores(result)
-            print(f"{stream.name} test (model of epoch {best['epoch']}, chosen on validation): top-1 "
-                  f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%")
+            elapsed = time.time() - started
+            train_log.log({"epoch": epoch + 1, **{k: round(v, 5) for k, v in train_metrics.items()},
+                           "lr": lr, "seconds": round(elapsed, 1)})
+            select_log.log({"epoch": epoch + 1, "loss": round(result["loss"], 5), "top1": round(result["top1"], 3),
+                            "top5": round(result["top5"], 3), "frame_top1": round(result["frame_top1"], 3)})
+            state = _checkpoint(args, stream, data, t, epoch + 1, 0, t.meters)
+            save_checkpoint(checkpoint_path, state)
+            if is_best:
+                save_checkpoint(output_dir / "model_best.pth.tar", state)
+                if selection == "test":
+                    _write_scores(output_dir, stream, data.test_videos, result)
+            plot_curves(output_dir, stream.name, selection)
+            print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_metrics['loss']:.4f} top-1 "
+                  f"{train_metrics['top1']:.2f}% | {selection} loss {result['loss']:.4f} top-1 "
+                  f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%{' (best)' if is_best else ''} "
+                  f"| lr {lr:.2e} | {elapsed:.0f}s", flush=True)
+
+    if data.val_videos and (output_dir / "model_best.pth.tar").exists():
+        result = _final_test(args, stream, world, output_dir, data, t)
     return result
 
+
+def _final_test(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training) -> dict:
+    """Model selection was on held-out groups: the test list is scored once, by the chosen model."""
+    if world.distributed:
+        dist.barrier()
+    best = load_checkpoint(output_dir / "model_best.pth.tar")
+    t.model_without_ddp.load_state_dict(best["model"])
+    result = _test_pass(args, world, data, t, data.test_videos, data.test_loader(data.test_videos))
+    if result is None:
+        raise _interrupted(world, t.ctx.stop, f"\ninterrupted during the final test pass\n  score the test list "
+                                              f"with --evaluate --resume {output_dir / 'model_best.pth.tar'}")
+    if world.is_main:
+        _write_scores(output_dir, stream, data.test_videos, result)
+        print(f"{stream.name} test (model of epoch {best['epoch']}, chosen on validation): top-1 "
+              f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%")
+    return result

@@ -32,9 +32,14 @@ SPATIAL = engine.Stream(
 )
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate the command line (flags given explicitly win over a checkpoint's settings)."""
+    return engine.parse_args(get_args_parser(), argv)
+
+
 def main(args: argparse.Namespace):
     return engine.run(args, SPATIAL)
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(get_args_parser().parse_args()))
+    run_cli(lambda: main(parse_args()))

@@ -34,14 +34,32 @@ def run_cli(main: Callable[[], object]) -> None:
         sys.exit(result)
 
 
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask sets it, racing other threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+TEMP_SUFFIX = ".tmp"
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
-    A crash or a full disk never leaves a truncated file where a good one was."""
+    A crash or a full disk never leaves a truncated file where a good one was. The file gets
+    the permissions of a plain ``open`` (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -51,6 +69,43 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that killed atomic writes left in ``folder``."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def check_writable_dir(folder: str | Path, what: str) -> None:
+    """Fail now, naming the folder, if a file cannot be created in it (read-only, full, not a
+    folder), rather than after an hour of work."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{what} {folder} is not a folder\n  fix: pass a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(b"x")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise UserError(f"cannot write to {what} {folder}: {err.strerror or err}\n  fix: pass a writable "
+                        f"folder") from None
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """Check before the work that ``path`` can be written (its folder exists and is writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder\n  fix: pass a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UserError(f"{what} {path}: the folder {parent} does not exist\n  fix: create it or pass another path")
+    check_writable_dir(parent, f"{what}'s folder")
 
 
 class CsvLogger:

@@ -42,7 +42,7 @@ def summarise(args: argparse.Namespace) -> tuple[dict, dict[str, list[str]]]:
         found, missing = build_index(records, sources, args.index_cache)
         summary[what] = {"videos": len(records), "found": len(found), "missing": len(missing)}
         frames += [v.sources[0].frames for v in found]
-        examples[what] = [r.name for r in missing[:3]]
+        examples[what] = [f"{r.name} ({why})" for r, why in missing[:3]]
     summary["frames"] = ({"min": min(frames), "median": statistics.median(frames), "max": max(frames)}
                          if frames else {"min": None, "median": None, "max": None})
     return summary, examples

@@ -201,40 +201,59 @@ class IndexedVideo:
 
 def build_index(records: list[VideoRecord], roots_and_templates: list[tuple[str | Path, str]],
                 cache_dir: str | Path | None = None, min_frames: int = 1
-                ) -> tuple[list[IndexedVideo], list[VideoRecord]]:
+                ) -> tuple[list[IndexedVideo], list[tuple[VideoRecord, str]]]:
     """Find each record's frames under every (root, template) pair.
 
-    Returns (videos found with at least ``min_frames`` frames in every source, records not).
-    """
+    Returns (videos found with at least ``min_frames`` frames in every source, and
+    [(record, why it is missing)] for the others)."""
     per_source = [FrameCounter(root, template, cache_dir).count(records)
                   for root, template in roots_and_templates]
     found, missing = [], []
     for record in records:
         sources = tuple(counts[record.name] for counts in per_source)
-        if any(s is None for s in sources) or min(s.frames for s in sources) < min_frames:
-            missing.append(record)
+        absent = [i for i, s in enumerate(sources) if s is None]
+        if absent:
+            root, template = roots_and_templates[absent[0]]
+            what = _source_name(template, len(roots_and_templates), absent[0])
+            folder = FramePattern(template).folders(record)[0]
+            missing.append((record, f"{what} folder not found ({Path(root) / folder})"))
+        elif min(s.frames for s in sources) < min_frames:
+            missing.append((record, f"{min(s.frames for s in sources)} frames, fewer than {min_frames}"))
         else:
             found.append(IndexedVideo(record, sources))
     return found, missing
 
 
-def check_missing(missing: list[VideoRecord], total: int, what: str, roots: list[str | Path],
-                  allow_missing: bool, min_frames: int = 1) -> None:
+def _source_name(template: str, count: int, i: int) -> str:
+    names = {1: ("frame",), 2: ("flow x", "flow y"), 3: ("frame", "flow x", "flow y")}.get(count)
+    return names[i] if names else f"source {i + 1}"
+
+
+def check_missing(missing: list[tuple[VideoRecord, str]], total: int, what: str, roots: list[str | Path],
+                  allow_missing: bool) -> None:
     """Report videos without (enough) frames, and stop unless the user allows it."""
     if not missing:
         return
     if total == len(missing):
         allow_missing = False  # nothing to train or test on, whatever the flag says
     where = " and ".join(str(r) for r in roots)
-    need = f"fewer than {min_frames} frames" if min_frames > 1 else "no frames"
-    examples = ", ".join(r.name for r in missing[:3])
-    message = (f"{len(missing)} of {total} {what} videos have {need} under {where}, "
-               f"e.g. {examples}")
+    examples = "; ".join(f"{r.name}: {why}" for r, why in missing[:3])
+    message = f"{len(missing)} of {total} {what} videos cannot be used under {where}, e.g. {examples}"
     if allow_missing:
         print(f"warning: {message}; they are skipped (--allow-missing)")
         return
     raise UserError(f"{message}\n  fix: check --data-root/--flow-root and --layout, or pass "
                     f"--allow-missing to skip them")
+
+
+def warn_uneven_flow(videos: list[IndexedVideo], what: str) -> None:
+    """Flow x and y folders of one video with different frame counts are a damaged
+    extraction: only the frames both have are used, and the user is told which videos."""
+    uneven = [v for v in videos if len(v.sources) == 2 and v.sources[0].frames != v.sources[1].frames]
+    if uneven:
+        examples = ", ".join(f"{v.record.name} (x {v.sources[0].frames}, y {v.sources[1].frames})" for v in uneven[:3])
+        print(f"warning: {len(uneven)} {what} videos have different flow x and y frame counts, e.g. {examples}; "
+              f"the smaller count is used (re-run tools/compute_flow.py on them)", flush=True)
 
 
 def stream_sources(stream: str, layout: FrameLayout, data_root: str | Path | None = None,
@@ -256,10 +275,11 @@ def stream_sources(stream: str, layout: FrameLayout, data_root: str | Path | Non
 
 def index_videos(records: list[VideoRecord], what: str, sources: list[tuple[str | Path, str]],
                  cache_dir: str | Path | None = None, allow_missing: bool = False,
-                 min_frames: int = 1) -> list[IndexedVideo]:
+                 min_frames: int = 1, warn: bool = True) -> list[IndexedVideo]:
     """Index the records of one list ('train', 'test') and report the ones without frames
     before anything starts; raises unless ``allow_missing``."""
     found, missing = build_index(records, sources, cache_dir, min_frames)
-    check_missing(missing, len(records), what, sorted({str(root) for root, _ in sources}),
-                  allow_missing, min_frames)
+    check_missing(missing, len(records), what, sorted({str(root) for root, _ in sources}), allow_missing)
+    if warn:
+        warn_uneven_flow(found, what)
     return found

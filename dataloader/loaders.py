@@ -39,9 +39,16 @@ class TrainSampler(Sampler):
         self.epoch, self.skip = 0, 0
         self.per_rank = -(-size // world_size)
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Select the epoch; ``skip`` drops the first items of this rank (resuming mid-epoch)."""
-        self.epoch, self.skip = epoch, skip
+    def set_epoch(self, epoch: int, samples_done: int = 0) -> None:
+        """Select the epoch. Resuming mid-epoch, ``samples_done`` counts the samples of this
+        epoch already trained on by all ranks together; each rank skips its share of them."""
+        self.epoch = epoch
+        self.skip = min(samples_done // self.world_size, self.per_rank)
+
+    @property
+    def epoch_samples(self) -> int:
+        """Samples of a whole epoch over all ranks (padding included)."""
+        return self.per_rank * self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)

@@ -55,7 +55,8 @@ def _lines(path: Path) -> list[tuple[int, str]]:
         raise SplitError(f"split file not found: {path}\n"
                          f"  fix: pass --split-dir pointing at a folder with classInd.txt, "
                          f"trainlistNN.txt and testlistNN.txt")
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first line
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 

@@ -32,19 +32,40 @@ def cross_modality_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor
     return weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1).contiguous()
 
 
-def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+# --pretrained names of torchvision's ImageNet weights. "imagenet" is V1, the weights the
+# reference repo fine-tuned (torchvision's DEFAULT is V2 for ResNet-50/101/152).
+IMAGENET_WEIGHTS = {"imagenet": "IMAGENET1K_V1", "imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
+
+
+def pretrained_name(pretrained: str) -> str:
+    """What --pretrained means, for checkpoints: torchvision's weight name, 'none' or the path."""
+    return IMAGENET_WEIGHTS.get(pretrained, pretrained)
+
+
+def imagenet_weights(arch: str, name: str = "imagenet"):
+    """torchvision's weights enum member for ``--pretrained name`` (imagenet, imagenet-v1/-v2)."""
+    enum = models.get_model_weights(arch)
+    member = IMAGENET_WEIGHTS[name]
+    if not hasattr(enum, member):
+        available = ", ".join(k for k, v in IMAGENET_WEIGHTS.items() if hasattr(enum, v))
+        raise UserError(f"torchvision has no {member} weights for {arch}\n  fix: --pretrained one of {available}")
+    return getattr(enum, member)
+
+
+def imagenet_state_dict(arch: str, name: str = "imagenet") -> dict[str, torch.Tensor]:
     """ImageNet weights through torchvision's weights API: from its cache, or downloaded for
-    an online user. Without either, a UserError says how to supply the file."""
-    weights = models.get_model_weights(arch).DEFAULT
+    an online user. Without either, a UserError names the exact file and the cache folder."""
+    weights = imagenet_weights(arch, name)
     try:
         return weights.get_state_dict(progress=False, check_hash=False)
     except Exception as err:  # URLError, socket errors, HTTP errors: all mean "not reachable"
         hub = Path(torch.hub.get_dir()) / "checkpoints"
         filename = weights.url.rsplit("/", 1)[-1]
         raise UserError(
-            f"could not load the ImageNet weights of {arch} ({type(err).__name__}: {err}).\n"
+            f"could not load the ImageNet weights {filename} ({arch} {weights.name}) "
+            f"({type(err).__name__}: {err}).\n"
             f"  fix: on a machine with internet run python -c \"import torchvision; "
-            f"torchvision.models.get_model('{arch}', weights='DEFAULT')\", then copy "
+            f"torchvision.models.get_model('{arch}', weights='{weights.name}')\", then copy "
             f"{filename} to {hub}/ here;\n"
             f"  or download {weights.url} and pass --pretrained PATH/{filename};\n"
             f"  or train from scratch with --pretrained none") from None
@@ -54,6 +75,10 @@ def load_torch_file(path: str | Path, what: str, fix: str) -> object:
     """torch.load a file safely (weights_only) to the CPU; a missing or unreadable file is a
     UserError that names it, says what was expected (``what``) and how to fix it."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.pth*"))
+        hint = f"e.g. {path / inside[0]}" if inside else "the file inside it"
+        raise UserError(f"{what} {path} is a folder, not a file\n  fix: pass {hint}")
     if not path.is_file():
         raise UserError(f"{what} not found: {path}\n  fix: {fix}")
     try:
@@ -89,7 +114,8 @@ def build_model(arch: str = "resnet101", num_classes: int = 101, in_channels: in
                 pretrained: str = "imagenet", dropout: float = 0.0) -> nn.Module:
     """A torchvision ResNet for ``in_channels`` inputs and ``num_classes`` outputs.
 
-    pretrained: 'imagenet' (torchvision's weights), 'none', or a path to a state dict.
+    pretrained: 'imagenet' (= 'imagenet-v1'), 'imagenet-v2' (torchvision's weights), 'none', or
+    a path to a state dict.
     ImageNet (or file) weights with 3 input channels are adapted by cross-modality
     pre-training; a classifier of another size is replaced by a fresh one.
     """
@@ -102,7 +128,8 @@ def build_model(arch: str = "resnet101", num_classes: int = 101, in_channels: in
         model.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
     if pretrained == "none":
         return model
-    state = imagenet_state_dict(arch) if pretrained == "imagenet" else load_weights_file(pretrained)
+    state = (imagenet_state_dict(arch, pretrained) if pretrained in IMAGENET_WEIGHTS
+             else load_weights_file(pretrained))
     conv1 = state.get("conv1.weight")
     if conv1 is not None and conv1.shape[1] != in_channels:
         if conv1.shape[1] != 3:

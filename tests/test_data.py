@@ -160,7 +160,7 @@ def test_stack_order_reference_rotation():
 def test_train_sampler_is_a_function_of_seed_and_epoch():
     a, b = TrainSampler(10, seed=3), TrainSampler(10, seed=3)
     a.set_epoch(2)
-    b.set_epoch(2, skip=4)
+    b.set_epoch(2, samples_done=4)
     full = list(a)
     assert sorted(i for i, _ in full) == list(range(10)) and list(b) == full[4:]
     a.set_epoch(3)
@@ -168,6 +168,23 @@ def test_train_sampler_is_a_function_of_seed_and_epoch():
     shards = [list(TrainSampler(7, seed=1, rank=r, world_size=2)) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 4
     assert {i for s in shards for i, _ in s} == set(range(7))
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_mid_epoch_resume_under_torchrun_skips_each_ranks_share(world_size):
+    """``samples_done`` counts all ranks' samples: after k steps of batch B on W ranks each rank
+    skips k*B of its own items, so the samples seen before and after the resume are the epoch."""
+    batch, steps = 2, 3
+    for rank in range(world_size):
+        full = TrainSampler(40, seed=5, rank=rank, world_size=world_size)
+        full.set_epoch(1)
+        resumed = TrainSampler(40, seed=5, rank=rank, world_size=world_size)
+        resumed.set_epoch(1, samples_done=steps * batch * world_size)
+        items = list(full)
+        assert list(resumed) == items[steps * batch:] and len(resumed) == len(items) - steps * batch
+    done = TrainSampler(40, seed=5, rank=0, world_size=world_size)
+    done.set_epoch(1, samples_done=done.epoch_samples)  # stopped during the epoch's evaluation
+    assert list(done) == [] and len(done) == 0
 
 
 # --- index ---------------------------------------------------------------------------------
@@ -236,8 +253,9 @@ def test_missing_videos_are_reported_and_stop_the_run(tmp_path):
     with pytest.raises(UserError) as err:
         index_videos(split.test, "test", sources)
     message = str(err.value)
-    assert f"1 of {len(d.test)} test videos have no frames under" in message
-    assert d.test[0] in message and "--allow-missing" in message
+    assert f"1 of {len(d.test)} test videos cannot be used under" in message
+    assert f"{d.test[0]}: frame folder not found ({d.data_root / d.test[0]})" in message
+    assert "--allow-missing" in message
     assert len(index_videos(split.test, "test", sources, allow_missing=True)) == len(d.test) - 1
     with pytest.raises(UserError, match="--data-root folder not found"):
         stream_sources("spatial", LAYOUTS["ucf101"], data_root=tmp_path / "nope")
@@ -360,7 +378,7 @@ def test_dataloader_summary_cli(tmp_path):
     assert summary["classes"] == 3
     assert summary == {"classes": 3, "train": {"videos": 12, "found": 11, "missing": 1},
                        "test": {"videos": 6, "found": 6, "missing": 0}, "frames": {"min": 14, "median": 14, "max": 14}}
-    assert f"train: 12 videos, 11 found, 1 missing (e.g. {d.train[0]})" in proc.stdout
+    assert f"train: 12 videos, 11 found, 1 missing (e.g. {d.train[0]} (frame folder not found" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "dataloader", "--data-root", str(tmp_path / "nope")],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and "folder not found" in bad.stderr and "Traceback" not in bad.stderr

@@ -27,14 +27,14 @@ def data(tmp_path_factory):
 
 
 def spatial_args(data, out, *extra):
-    return spatial_cnn.get_args_parser().parse_args([
+    return spatial_cnn.parse_args([
         "--data-root", str(data.data_root), "--split-dir", str(data.split_dir), "--output-dir", str(out),
         "--arch", "resnet18", "--pretrained", "none", "--input-size", "32", "--batch-size", "4",
         "--workers", "0", "--test-frames", "3", "--epochs", "2", *extra])
 
 
 def motion_args(data, out, *extra):
-    return motion_cnn.get_args_parser().parse_args([
+    return motion_cnn.parse_args([
         "--flow-root", str(data.flow_root), "--split-dir", str(data.split_dir), "--output-dir", str(out),
         "--arch", "resnet18", "--pretrained", "none", "--input-size", "32", "--batch-size", "4",
         "--workers", "0", "--test-frames", "3", "--epochs", "2", "--lr", "1e-3", *extra])
@@ -188,7 +188,7 @@ def test_checkpoint_of_the_wrong_stream_or_arch(data, tmp_path):
     best = str(sp / "model_best.pth.tar")
     with pytest.raises(UserError, match="checkpoint of the spatial stream; this is the motion stream"):
         motion_cnn.main(motion_args(data, tmp_path / "m", "--evaluate", "--resume", best))
-    with pytest.raises(UserError, match="trained with --arch resnet18, not resnet34"):
+    with pytest.raises(UserError, match="trained with --arch resnet18, the command line says --arch resnet34"):
         spatial_cnn.main(spatial_args(data, tmp_path / "s", "--evaluate", "--resume", best, "--arch", "resnet34"))
     bare = tmp_path / "bare.pth"
     torch.save(build_model("resnet18", 3, 3, "none").state_dict(), bare)  # a state dict without metadata
@@ -218,7 +218,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         f.write(b"half a checkpoint")
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=f"could not write the checkpoint .*disk full.*last good one is {path}"):
         engine.save_checkpoint(path, {"epoch": 2})
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth.tar"]

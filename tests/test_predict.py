@@ -39,9 +39,9 @@ def trained(tmp_path_factory):
     common = ["--split-dir", str(splits), *TRAIN]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*in both trainlist01 and testlist01")
-        spatial_cnn.main(spatial_cnn.get_args_parser().parse_args(
+        spatial_cnn.main(spatial_cnn.parse_args(
             ["--data-root", str(root / "frames"), "--output-dir", str(root / "spatial"), "--epochs", "6", *common]))
-        motion_cnn.main(motion_cnn.get_args_parser().parse_args(
+        motion_cnn.main(motion_cnn.parse_args(
             ["--flow-root", str(root / "flow"), "--output-dir", str(root / "motion"), "--epochs", "10", *common]))
     return root, splits
 
@@ -70,10 +70,10 @@ def test_prediction_is_right_and_agrees_with_evaluate(trained):
     # protocol; only the JPEG storage of frames and flow differs. Tolerance: each score within
     # 5% of the video's largest absolute score, and the same top-1 in each stream.
     common = ["--split-dir", str(splits), *TRAIN, "--evaluate"]
-    spatial_cnn.main(spatial_cnn.get_args_parser().parse_args(
+    spatial_cnn.main(spatial_cnn.parse_args(
         ["--data-root", str(root / "frames"), "--output-dir", str(root / "eval_s"), *common,
          "--resume", str(root / "spatial" / "checkpoint.pth.tar")]))
-    motion_cnn.main(motion_cnn.get_args_parser().parse_args(
+    motion_cnn.main(motion_cnn.parse_args(
         ["--flow-root", str(root / "flow"), "--output-dir", str(root / "eval_m"), *common,
          "--resume", str(root / "motion" / "checkpoint.pth.tar")]))
     evaluated = {"spatial": load_scores(root / "eval_s" / "spatial_video_preds.pickle"),
