@@ -17,6 +17,14 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 
+def default_workers() -> int:
+    """Worker processes per loader or tool: the cores of this machine (or of this process's
+    share of them under torchrun), at most 16, leaving one for the main process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(16, cores // local - 1))
+
+
 class UserError(Exception):
     """An error the user can fix. Scripts print its message and exit, without a traceback."""
 

@@ -5,24 +5,15 @@ clear :class:`FrameReadError` naming the file, not as a worker traceback.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from utils import UserError
+from utils import UserError, default_workers
 
 from .transforms import FrameReadError
-
-
-def default_workers() -> int:
-    """Worker processes per loader: the cores of this machine (or of this process's share of
-    them under torchrun), at most 16, leaving one for the main process."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, min(16, cores // local - 1))
 
 
 class TrainSampler(Sampler):

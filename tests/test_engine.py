@@ -1,6 +1,7 @@
 """Models, the shared engine, the stream scripts and their bad inputs (tiny data, CPU)."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -250,3 +251,201 @@ def test_cuda_fast_path_trains_and_matches_cpu_evaluation(data, tmp_path):
     cpu = spatial_cnn.main(spatial_args(data, tmp_path / "c", "--device", "cpu", "--evaluate", "--resume", ckpt))
     # bf16 keeps about 3 significant digits: 10% of the largest score is a generous bound
     assert torch.allclose(gpu["scores"], cpu["scores"], rtol=0.1, atol=0.1 * cpu["scores"].abs().max().item())
+
+
+# --- trust: checkpoint settings, resume semantics, output folders, bad input ---------------------
+
+def lr_column(out: Path) -> list[float]:
+    return [float(row.split(",")[4]) for row in (out / "train.csv").read_text().splitlines()[1:]]
+
+
+def test_evaluate_takes_the_input_settings_of_the_checkpoint(data, tmp_path, capsys):
+    trained = tmp_path / "trained"
+    motion_cnn.main(motion_args(data, trained, "--epochs", "1", "--flow-mean", "0"))
+    best = str(trained / "model_best.pth.tar")
+    assert torch.load(best, weights_only=True)["args"]["flow_mean"] == 0.0
+    silent = motion_cnn.main(motion_args(data, tmp_path / "a", "--evaluate", "--resume", best))
+    assert "settings from" in capsys.readouterr().out
+    same = motion_cnn.main(motion_args(data, tmp_path / "b", "--evaluate", "--resume", best, "--flow-mean", "0"))
+    assert torch.equal(silent["scores"], same["scores"])
+    with pytest.raises(UserError, match="trained with --flow-mean 0.0, the command line says --flow-mean 0.5"):
+        motion_cnn.main(motion_args(data, tmp_path / "c", "--evaluate", "--resume", best, "--flow-mean", "0.5"))
+    forced = motion_cnn.main(motion_args(data, tmp_path / "d", "--evaluate", "--resume", best, "--flow-mean", "0.5",
+                                         "--override-checkpoint-settings"))
+    assert not torch.allclose(forced["scores"], silent["scores"])
+
+
+def test_extending_a_cosine_run_follows_the_longer_schedule(data, tmp_path):
+    straight, extended = tmp_path / "straight", tmp_path / "extended"
+    spatial_cnn.main(spatial_args(data, straight, "--lr-scheduler", "cosine", "--epochs", "4"))
+    spatial_cnn.main(spatial_args(data, extended, "--lr-scheduler", "cosine", "--epochs", "2"))
+    spatial_cnn.main(spatial_args(data, extended, "--lr-scheduler", "cosine", "--epochs", "4",
+                                  "--resume", str(extended / "checkpoint.pth.tar")))
+    # the rate each epoch trained with: cosine over 4 epochs, starting at the base rate
+    expected = [5e-4 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]
+    np.testing.assert_allclose(lr_column(straight), expected, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(lr_column(extended)[2:], expected[2:], rtol=1e-4, atol=1e-12)
+
+
+def test_resume_restores_the_scheduler_state(data, tmp_path, monkeypatch):
+    extra = ("--lr-scheduler", "cosine", "--epochs", "3")
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    spatial_cnn.main(spatial_args(data, straight, *extra))
+    with monkeypatch.context() as m:
+        _interrupt_at_step(m, 5)  # in epoch 2 (3 steps an epoch), after one scheduler step
+        with pytest.raises(SystemExit):
+            spatial_cnn.main(spatial_args(data, broken, *extra))
+    spatial_cnn.main(spatial_args(data, broken, *extra, "--resume", str(broken / "checkpoint.pth.tar")))
+    np.testing.assert_allclose(lr_column(broken), lr_column(straight), rtol=1e-9)
+    a = torch.load(straight / "checkpoint.pth.tar", weights_only=True)["model"]
+    b = torch.load(broken / "checkpoint.pth.tar", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_during_the_test_pass_stops_and_resumes_exactly(data, tmp_path, monkeypatch):
+    from dataloader.transforms import InputNormalizer
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    spatial_cnn.main(spatial_args(data, straight))
+    original = InputNormalizer.forward
+
+    def terminate_in_evaluation(self, batch):
+        if not torch.is_grad_enabled():  # evaluate() runs under no_grad
+            signal.raise_signal(signal.SIGTERM)
+        return original(self, batch)
+    with monkeypatch.context() as m:
+        m.setattr(InputNormalizer, "forward", terminate_in_evaluation)
+        with pytest.raises(SystemExit) as stopped:
+            spatial_cnn.main(spatial_args(data, broken))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    partial = torch.load(broken / "checkpoint.pth.tar", weights_only=True)
+    assert partial["epoch"] == 0 and partial["samples_done"] == 12  # the epoch's training is kept
+    spatial_cnn.main(spatial_args(data, broken, "--resume", str(broken / "checkpoint.pth.tar")))
+    a = torch.load(straight / "checkpoint.pth.tar", weights_only=True)
+    b = torch.load(broken / "checkpoint.pth.tar", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert (straight / "test.csv").read_text() == (broken / "test.csv").read_text()
+
+
+def test_an_output_folder_holding_a_run_is_refused(data, tmp_path):
+    out = tmp_path / "run"
+    spatial_cnn.main(spatial_args(data, out, "--epochs", "1"))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for extra in ((), ("--epochs", "1"), ("--evaluate",)):
+        with pytest.raises(UserError, match=f"(?s){out} holds a previous run .*--resume.*--overwrite"):
+            spatial_cnn.main(spatial_args(data, out, *extra))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    spatial_cnn.main(spatial_args(data, out, "--epochs", "1", "--overwrite"))
+    assert len((out / "train.csv").read_text().splitlines()) == 2  # a fresh log, not appended to
+
+
+def test_a_second_run_into_a_busy_folder_fails_at_once(data, tmp_path):
+    out = tmp_path / "busy"
+    holder = engine.OutputFolder(out, "spatial_video_preds.pickle", resume=False, overwrite=False)
+    try:
+        proc = subprocess.run([sys.executable, "spatial_cnn.py", "--data-root", str(data.data_root), "--split-dir",
+                               str(data.split_dir), "--output-dir", str(out), "--pretrained", "none"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.close()
+    assert proc.returncode == 1 and f"{out} is in use by another run (pid {os.getpid()}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unusable_output_folder_fails_before_indexing(data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot create the output folder"):
+        spatial_cnn.main(spatial_args(data, blocker / "out", "--data-root", str(tmp_path / "no-frames")))
+
+
+def test_stale_temporaries_go_and_files_follow_the_umask(data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".checkpoint.pth.tar.k1ll3d.tmp").write_bytes(b"x" * 1000)
+    old = os.umask(0o002)
+    try:
+        spatial_cnn.main(spatial_args(data, out, "--epochs", "1"))
+    finally:
+        os.umask(old)
+    assert not list(out.glob(".*.tmp"))
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "spatial_video_preds.pickle", "curves.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o664, name
+
+
+def test_nan_weights_give_no_score_file(data, tmp_path):
+    good = tmp_path / "good"
+    motion_cnn.main(motion_args(data, good, "--epochs", "1"))
+    ckpt = torch.load(good / "model_best.pth.tar", weights_only=True)
+    ckpt["model"]["fc.weight"][0, 0] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.pth.tar")
+    with pytest.raises(UserError, match="non-finite scores .*for 6 of 6 test videos, e.g. Alpha_g01_c01"):
+        motion_cnn.main(motion_args(data, tmp_path / "e", "--evaluate", "--resume", str(tmp_path / "nan.pth.tar")))
+    assert not (tmp_path / "e" / "motion_video_preds.pickle").exists()
+
+
+def test_bad_numeric_flags_are_one_usage_message(data, tmp_path):
+    proc = subprocess.run([sys.executable, "spatial_cnn.py", "--data-root", str(data.data_root), "--output-dir",
+                           str(tmp_path), "--test-frames", "0", "--batch-size", "0", "--lr", "-1", "--epochs", "0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for problem in ("--epochs must be at least 1, got 0", "--batch-size must be at least 1, got 0",
+                    "--test-frames must be at least 1, got 0", "--lr must be a positive number, got -1.0"):
+        assert problem in proc.stderr
+
+
+def test_resuming_a_finished_run_says_so(data, tmp_path):
+    out = tmp_path / "run"
+    spatial_cnn.main(spatial_args(data, out, "--epochs", "1"))
+    with pytest.raises(UserError, match="has finished 1 epochs and --epochs is 1: nothing to train"):
+        spatial_cnn.main(spatial_args(data, out, "--epochs", "1", "--resume", str(out / "checkpoint.pth.tar")))
+
+
+def test_a_folder_given_as_checkpoint_names_the_file_inside(data, tmp_path):
+    out = tmp_path / "run"
+    spatial_cnn.main(spatial_args(data, out, "--epochs", "1"))
+    with pytest.raises(UserError, match=f"{out} is a folder, not a file\n  fix: pass e.g. {out}/checkpoint.pth.tar"):
+        spatial_cnn.main(spatial_args(data, tmp_path / "e", "--evaluate", "--resume", str(out)))
+
+
+def test_score_keys_use_the_class_folder_spelling(tmp_path):
+    """UCF101 lists name v_HandStandPushups_* files under the class HandstandPushups; score
+    files key them HandstandPushups_gXX_cYY, as the reference repo does."""
+    from tests.synth import save, write_split
+    classes = ["HandstandPushups", "Other"]
+    videos = {"train": [("HandstandPushups", "v_HandStandPushups_g02_c01"), ("Other", "v_Other_g02_c01")],
+              "test": [("HandstandPushups", "v_HandStandPushups_g01_c01"), ("Other", "v_Other_g01_c01")]}
+    write_split(tmp_path / "s", classes, videos["train"], videos["test"])
+    rng = np.random.default_rng(0)
+    for _, name in videos["train"] + videos["test"]:
+        for i in range(1, 12):
+            save(tmp_path / "f" / name / f"frame{i:06d}.jpg", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    spatial_cnn.main(spatial_cnn.parse_args([
+        "--data-root", str(tmp_path / "f"), "--split-dir", str(tmp_path / "s"), "--output-dir", str(tmp_path / "o"),
+        "--arch", "resnet18", "--pretrained", "none", "--input-size", "32", "--workers", "0", "--test-frames", "2",
+        "--evaluate"]))
+    assert set(load_scores(tmp_path / "o" / "spatial_video_preds.pickle")) == {"HandstandPushups_g01_c01",
+                                                                                "Other_g01_c01"}
+
+
+@pytest.mark.parametrize("name,member", [("imagenet", "IMAGENET1K_V1"), ("imagenet-v1", "IMAGENET1K_V1"),
+                                         ("imagenet-v2", "IMAGENET1K_V2")])
+def test_imagenet_weights_by_name_and_the_offline_message(monkeypatch, name, member):
+    import torchvision
+    seen = []
+
+    def offline(url, *args, **kwargs):
+        seen.append(url)
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    with pytest.raises(UserError) as err:
+        build_model("resnet101", 101, 3, name)
+    weights = getattr(torchvision.models.ResNet101_Weights, member)
+    filename = weights.url.rsplit("/", 1)[-1]
+    assert seen == [weights.url] and filename in str(err.value) and member in str(err.value)
+    assert str(Path(torch.hub.get_dir()) / "checkpoints") in str(err.value)
+
+
+def test_checkpoint_records_the_pretrained_weights(data, tmp_path):
+    spatial_cnn.main(spatial_args(data, tmp_path, "--epochs", "1"))
+    assert torch.load(tmp_path / "checkpoint.pth.tar", weights_only=True)["pretrained_weights"] == "none"
+    assert engine.pretrained_name("imagenet") == "IMAGENET1K_V1"

@@ -4,6 +4,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -14,6 +18,7 @@ from dataloader import LAYOUTS, MotionDataset, index_videos, load_split, stream_
 from tools import compute_flow, extract_frames, make_demo_data
 
 H, W = 64, 80
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def textured_video(path: Path, dx: float, dy: float, frames: int = 6, seed: int = 0) -> None:
@@ -148,3 +153,75 @@ def test_demo_data_is_seeded_and_in_ucf101_format(tmp_path):
     assert split.num_classes == 6 and len(split.train) == 6 and len(split.test) == 24
     capture = cv2.VideoCapture(str(tmp_path / "a" / "videos" / "RedUp" / "v_RedUp_g01_c01.avi"))
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
+
+
+# --- failures and interruptions ----------------------------------------------------------------
+
+def _frame_folders(root: Path, videos: int, frames: int, size=(48, 64)) -> None:
+    rng = np.random.default_rng(0)
+    for v in range(videos):
+        folder = root / f"v_Move_g{v + 1:02d}_c01"
+        folder.mkdir(parents=True)
+        for i in range(1, frames + 1):
+            cv2.imwrite(str(folder / f"frame{i:06d}.jpg"), rng.integers(0, 255, size, dtype=np.uint8))
+
+
+def test_a_failed_flow_write_leaves_the_video_unfinished(tmp_path, monkeypatch, capsys):
+    _frame_folders(tmp_path / "frames", videos=3, frames=4)
+    real_imwrite, calls = cv2.imwrite, {"n": 0}
+
+    def full_disk_after_the_first_video(*args, **kwargs):  # 3 flow frames x 2 components
+        calls["n"] += 1
+        return False if calls["n"] > 6 else real_imwrite(*args, **kwargs)
+    monkeypatch.setattr(cv2, "imwrite", full_disk_after_the_first_video)
+    status = compute_flow.main(flow_args(tmp_path / "frames", tmp_path / "flow", "--method", "farneback"))
+    out = capsys.readouterr().out
+    assert status == 1 and "2 of 3 videos failed" in out and "disk full or not writable" in out
+    finished = [p.name for p in (tmp_path / "flow" / "u").iterdir() if not p.name.startswith(".")]
+    assert finished == ["v_Move_g01_c01"]
+    monkeypatch.setattr(cv2, "imwrite", real_imwrite)
+    assert compute_flow.main(flow_args(tmp_path / "frames", tmp_path / "flow", "--method", "farneback")) == 0
+    for axis in ("u", "v"):
+        assert all(len(list((tmp_path / "flow" / axis / f"v_Move_g{v:02d}_c01").iterdir())) == 3 for v in (1, 2, 3))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupting_compute_flow_stops_its_workers(tmp_path, sig):
+    _frame_folders(tmp_path / "frames", videos=8, frames=12, size=(96, 128))
+    command = [sys.executable, "tools/compute_flow.py", str(tmp_path / "frames"), str(tmp_path / "flow"),
+               "--method", "tvl1", "--workers", "2"]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    children: set[int] = set()
+    deadline = time.time() + 60
+    while len(children) < 2 and time.time() < deadline:  # the pool's workers are up
+        time.sleep(0.2)
+        children = _children(proc.pid)
+    time.sleep(1.0)
+    # Ctrl-C reaches the whole process group; SIGTERM (a cluster) the main process only
+    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, stderr
+    assert "interrupted" in stderr and "run again to resume" in stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+    time.sleep(0.5)
+    assert children and not [pid for pid in children if _alive(pid)]
+    assert subprocess.run(command, cwd=ROOT, capture_output=True, env=env, timeout=300).returncode == 0
+    assert len(list((tmp_path / "flow" / "u").iterdir())) == 8
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with open(task / "children") as f:
+            found |= {int(c) for c in f.read().split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -33,16 +33,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dataloader.loaders import default_workers  # noqa: E402
 from tools.extract_frames import FRAME_NAME  # noqa: E402
 from tools.jobs import finish_partial, report, run_jobs, start_partial  # noqa: E402
-from utils import UserError, run_cli  # noqa: E402
+from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
 CPU_METHODS = ("tvl1", "farneback")
 DEVICE_METHODS = ("tvl1-torch", "raft")
 METHODS = CPU_METHODS + DEVICE_METHODS
-
 
 @dataclass(frozen=True)
 class FlowJob:
@@ -53,24 +51,20 @@ class FlowJob:
     bound: float
     quality: int
 
-
 def quantize(flow: np.ndarray, bound: float) -> np.ndarray:
     """Flow in pixels -> uint8: [-bound, bound] mapped linearly to 0..255."""
     scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2 * bound))
     return np.round(scaled).astype(np.uint8)
 
-
 def dequantize(image: np.ndarray, bound: float) -> np.ndarray:
     """uint8 flow image -> pixels (the inverse of :func:`quantize`, up to rounding)."""
     return image.astype(np.float32) * (2 * bound / 255.0) - bound
-
 
 def quantize_tensor(flow, bound: float):
     """The same mapping as :func:`quantize`, on a tensor (on its device)."""
     import torch
 
     return ((flow.clamp(-bound, bound) + bound) * (255.0 / (2 * bound))).round().to(torch.uint8)
-
 
 def flow_function(method: str):
     """A function (prev_grey, next_grey) -> flow HxWx2 float32 for the chosen method."""
@@ -86,7 +80,6 @@ def flow_function(method: str):
         return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
     raise UserError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
 
-
 def frame_files(folder: Path) -> list[Path]:
     """The frames of a video folder in order; their numbers must run 1..n."""
     numbered = sorted((int(m.group(1)), folder / name) for name in os.listdir(folder)
@@ -94,7 +87,6 @@ def frame_files(folder: Path) -> list[Path]:
     if [n for n, _ in numbered] != list(range(1, len(numbered) + 1)):
         raise UserError(f"{folder}: frame numbers do not run 1..{len(numbered)}")
     return [p for _, p in numbered]
-
 
 def compute(job: FlowJob) -> str | None:
     import cv2
@@ -119,13 +111,13 @@ def compute(job: FlowJob) -> str | None:
                     f"the video's frames are {prev.shape[1]}x{prev.shape[0]}")
         flow = flow_of(prev, nxt)
         name = FRAME_NAME.format(idx=i)
-        cv2.imwrite(str(tmp_x / name), quantize(flow[..., 0], job.bound), params)
-        cv2.imwrite(str(tmp_y / name), quantize(flow[..., 1], job.bound), params)
+        if not (cv2.imwrite(str(tmp_x / name), quantize(flow[..., 0], job.bound), params)
+                and cv2.imwrite(str(tmp_y / name), quantize(flow[..., 1], job.bound), params)):
+            return f"cannot write {tmp_x / name} (disk full or not writable); the video stays unfinished"
         prev = nxt
     finish_partial(tmp_y, final_y)
     finish_partial(tmp_x, final_x)  # last: x present means the video is complete
     return None
-
 
 def compute_on_device(job: FlowJob, estimator, device, batch: int, rgb: bool) -> str | None:
     """One video with a tensor method: its consecutive pairs in batches of ``batch``."""
@@ -158,11 +150,10 @@ def compute_on_device(job: FlowJob, estimator, device, batch: int, rgb: bool) ->
                 writes.append(io.submit(cv2.imwrite, str(tmp_x / name), flow[k, 0], params))
                 writes.append(io.submit(cv2.imwrite, str(tmp_y / name), flow[k, 1], params))
         if not all(w.result() for w in writes):
-            return f"cannot write flow frames to {out}"
+            return f"cannot write flow frames to {out} (disk full or not writable); the video stays unfinished"
     finish_partial(tmp_y, final_y)
     finish_partial(tmp_x, final_x)
     return None
-
 
 def make_estimator(method: str, device: str, raft_weights: str | None = None, compile: bool | None = None):
     """The batched estimator of a tensor method: (first, second) -> flow [B, 2, H, W]."""
@@ -176,7 +167,6 @@ def make_estimator(method: str, device: str, raft_weights: str | None = None, co
     from flow.raft import RAFT, load_raft
     return RAFT(load_raft(raft_weights, torch.device(device)))
 
-
 def _read_rgb(path: Path) -> np.ndarray:
     import cv2
 
@@ -184,7 +174,6 @@ def _read_rgb(path: Path) -> np.ndarray:
     if image is None:
         raise UserError(f"cannot decode {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
 
 def _read_grey(path: Path) -> np.ndarray:
     import cv2
@@ -194,13 +183,11 @@ def _read_grey(path: Path) -> np.ndarray:
         raise UserError(f"cannot decode {path}")
     return image
 
-
 def find_frame_folders(frames_dir: Path) -> list[Path]:
     if not frames_dir.is_dir():
         raise UserError(f"frames folder not found: {frames_dir}")
     return sorted(p for p in frames_dir.iterdir()
                   if p.is_dir() and not p.name.startswith(".") and any(FRAME_RE.match(n) for n in os.listdir(p)))
-
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,11 +207,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "after a compilation of about a minute)")
     return p
 
-
 def _cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
-
 
 def main(args: argparse.Namespace) -> int:
     if args.bound <= 0:
@@ -243,7 +228,6 @@ def main(args: argparse.Namespace) -> int:
                                  rgb=args.method == "raft")
         failures = run_jobs(jobs, work, 1, f"flow ({args.method}, {args.device})")
     return report(failures, len(jobs), f"written to {args.out_dir}/u and {args.out_dir}/v")
-
 
 if __name__ == "__main__":
     run_cli(lambda: main(get_args_parser().parse_args()))

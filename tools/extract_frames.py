@@ -21,12 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataloader.index import LAYOUTS  # noqa: E402
-from dataloader.loaders import default_workers  # noqa: E402
+
 from tools.jobs import VIDEO_EXTENSIONS, finish_partial, report, run_jobs, start_partial  # noqa: E402
-from utils import UserError, run_cli  # noqa: E402
+from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
-
 
 @dataclass(frozen=True)
 class FrameJob:
@@ -36,7 +35,6 @@ class FrameJob:
     every: int
     size: tuple[int, int] | None  # (height, width)
     quality: int
-
 
 def find_videos(video_dir: Path, list_file: str | None = None) -> list[Path]:
     """Videos under ``video_dir``: from a list file (first column, relative paths), or all
@@ -48,7 +46,6 @@ def find_videos(video_dir: Path, list_file: str | None = None) -> list[Path]:
         return [video_dir / line for line in lines]
     return sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
 
-
 def resize_frame(frame, size: tuple[int, int] | None):
     """Resize a decoded frame to (height, width): area averaging when shrinking, bilinear when
     enlarging; None keeps it. predict.py uses the same function, so its frames equal these."""
@@ -59,7 +56,6 @@ def resize_frame(frame, size: tuple[int, int] | None):
     h, w = size
     shrink = h * w < frame.shape[0] * frame.shape[1]
     return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
 
 def extract(job: FrameJob) -> str | None:
     """Decode one video into a partial folder, then rename it into place."""
@@ -95,7 +91,6 @@ def extract(job: FrameJob) -> str | None:
     finish_partial(tmp, final)
     return None
 
-
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video_dir", type=Path)
@@ -107,7 +102,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=default_workers() + 1)
     p.add_argument("--list", help="file listing the videos to extract, relative to VIDEO_DIR")
     return p
-
 
 def main(args: argparse.Namespace) -> int:
     if args.every < 1:
@@ -123,7 +117,6 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("two videos have the same file name; frame folders are named after it")
     failures = run_jobs(jobs, extract, args.workers, "frames")
     return report(failures, len(jobs), f"extracted to {args.out_dir}")
-
 
 if __name__ == "__main__":
     run_cli(lambda: main(get_args_parser().parse_args()))

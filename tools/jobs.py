@@ -9,6 +9,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -37,23 +39,60 @@ def finish_partial(tmp: Path, final: Path) -> None:
 def _init_worker() -> None:
     import cv2
     cv2.setNumThreads(1)  # one video per process; OpenCV's own threads would oversubscribe
+    # Ctrl-C reaches the whole process group: the parent alone decides, and stops the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while the jobs ran."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
 
 
 def run_jobs(jobs: list, work: Callable[[object], str | None], workers: int, desc: str) -> list[tuple[str, str]]:
     """Run ``work(job)`` for every job in parallel with a progress bar. ``work`` returns None
-    on success or a reason on failure; returns [(job name, reason)] of the failures."""
+    on success or a reason on failure; returns [(job name, reason)] of the failures.
+
+    SIGINT/SIGTERM stop the workers at once (finished videos stay finished, half-written ones
+    are redone by the next run), print "interrupted; run again to resume" and exit 130/143."""
     failures = []
     workers = max(1, min(workers, len(jobs))) if jobs else 1
-    with tqdm(total=len(jobs), desc=desc, unit="video", dynamic_ncols=True) as progress:
-        if workers == 1:
-            _init_worker()
-            results: Iterable = (_call(work, job) for job in jobs)
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    pool = None
+    try:
+        with tqdm(total=len(jobs), desc=desc, unit="video", dynamic_ncols=True) as progress:
+            if workers == 1:
+                _init_worker()
+                signal.signal(signal.SIGINT, _raise_interrupted)
+                results: Iterable = (_call(work, job) for job in jobs)
+            else:
+                # workers start with SIGINT ignored (kept across exec), so a Ctrl-C while they
+                # are still importing does not print their tracebacks
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+                signal.signal(signal.SIGINT, _raise_interrupted)
+                results = pool.imap_unordered(_Call(work), jobs)
             for name, error in results:
                 _record(name, error, failures, progress)
-        else:
-            with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-                for name, error in pool.imap_unordered(_Call(work), jobs):
-                    _record(name, error, failures, progress)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        print(f"\ninterrupted ({signal.Signals(signum).name}); run again to resume", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum) from None
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return failures
 
 
@@ -68,6 +107,8 @@ class _Call:
 def _call(work, job) -> tuple[str, str | None]:
     try:
         return job.name, work(job)
+    except Interrupted:
+        raise
     except Exception as err:  # one bad video must not stop the others
         return job.name, f"{type(err).__name__}: {err}"
 
