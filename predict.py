@@ -13,6 +13,7 @@ checkpoints. A bad video is reported and the others go on; the exit status is 1 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -33,7 +34,7 @@ from models import build_model
 from tools.compute_flow import quantize
 from tools.extract_frames import find_videos, resize_frame
 from tools.jobs import VIDEO_EXTENSIONS
-from utils import UserError, atomic_write, run_cli
+from utils import UserError, atomic_write, check_writable_file, run_cli
 
 
 @dataclass
@@ -110,19 +111,51 @@ def run_stream(stream: StreamModel, inputs: list[torch.Tensor], device: torch.de
     return total.cpu().numpy()
 
 
-def spatial_inputs(stream: StreamModel, frames: list[np.ndarray]) -> list[torch.Tensor]:
+def stored(image: np.ndarray, quality: int) -> bytes | None:
+    """The JPEG bytes tools/extract_frames.py and tools/compute_flow.py write for this image
+    (OpenCV's encoder at ``quality``); None when ``quality`` is 0 (no storage step)."""
     import cv2
 
+    if not quality:
+        return None
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise UserError("cannot encode a frame as JPEG")
+    return data.tobytes()
+
+
+def as_loaded(image: np.ndarray, quality: int, mode: str) -> Image.Image:
+    """The image as the training data loader sees it: stored as JPEG, decoded by PIL."""
+    import cv2
+
+    data = stored(image, quality)
+    if data is not None:
+        return Image.open(io.BytesIO(data)).convert(mode)
+    if mode == "RGB":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return Image.fromarray(image)
+
+
+def as_read_grey(frame: np.ndarray, quality: int) -> np.ndarray:
+    """A BGR frame as compute_flow.py reads its stored JPEG: cv2's greyscale decode."""
+    import cv2
+
+    data = stored(frame, quality)
+    if data is None:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+
+
+def spatial_inputs(stream: StreamModel, frames: list[np.ndarray], quality: int) -> list[torch.Tensor]:
     positions = evaluation_positions(len(frames), stream.test_frames, stream.stack_length)
-    return [rgb_to_tensor([test_view(Image.fromarray(cv2.cvtColor(frames[p - 1], cv2.COLOR_BGR2RGB)),
-                                     stream.input_size, stream.test_view)])[0] for p in positions]
+    return [rgb_to_tensor([test_view(as_loaded(frames[p - 1], quality, "RGB"), stream.input_size,
+                                     stream.test_view)])[0] for p in positions]
 
 
-def motion_inputs(stream: StreamModel, frames: list[np.ndarray], flow_of, bound: float) -> list[torch.Tensor]:
+def motion_inputs(stream: StreamModel, frames: list[np.ndarray], flow_of, bound: float,
+                  quality: int) -> list[torch.Tensor]:
     """Flow only for the pairs the stacks at the test positions read: flow frame i is the
-    flow between frames i and i+1 (1-based), quantised as compute_flow.py stores it."""
-    import cv2
-
+    flow between frames i and i+1 (1-based), quantised and stored as compute_flow.py does."""
     flow_frames = len(frames) - 1
     if flow_frames < stream.stack_length:
         raise UserError(f"{len(frames)} frames: the motion stream needs at least {stream.stack_length + 1} "
@@ -134,10 +167,10 @@ def motion_inputs(stream: StreamModel, frames: list[np.ndarray], flow_of, bound:
     for i in needed:
         for k in (i, i + 1):
             if k not in grey:
-                grey[k] = cv2.cvtColor(frames[k - 1], cv2.COLOR_BGR2GRAY)
+                grey[k] = as_read_grey(frames[k - 1], quality)
     flows = flow_of([(grey[i], grey[i + 1]) for i in needed])
-    quantized = {i: (Image.fromarray(quantize(f[..., 0], bound)), Image.fromarray(quantize(f[..., 1], bound)))
-                 for i, f in zip(needed, flows)}
+    quantized = {i: (as_loaded(quantize(f[..., 0], bound), quality, "L"),
+                     as_loaded(quantize(f[..., 1], bound), quality, "L")) for i, f in zip(needed, flows)}
     size, view = stream.input_size, stream.test_view
     return [flow_to_tensor([test_view(quantized[i][0], size, view) for i in stack],
                            [test_view(quantized[i][1], size, view) for i in stack]) for stack in stacks]
@@ -177,10 +210,13 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
     fused, probabilities = 0.0, {}
     for stream, weight in zip(streams, weights):
         if stream.name == "spatial":
-            inputs = spatial_inputs(stream, frames)
+            inputs = spatial_inputs(stream, frames, args.jpeg_quality)
         else:
-            inputs = motion_inputs(stream, frames, flow_of, args.bound)
+            inputs = motion_inputs(stream, frames, flow_of, args.bound, args.jpeg_quality)
         scores = run_stream(stream, inputs, device)
+        if not np.isfinite(scores).all():
+            raise UserError(f"the {stream.name} model gives non-finite scores (NaN or inf) for this video; its "
+                            f"checkpoint's weights are damaged or its training diverged")
         mean_logits = scores / len(inputs)
         probabilities[stream.name] = softmax(mean_logits)
         record["streams"][stream.name] = {"scores": scores.tolist(),
@@ -215,6 +251,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-method", choices=["tvl1", "tvl1-torch", "farneback"], default=None,
                    help="as tools/compute_flow.py (default: tvl1-torch on CUDA, else OpenCV's tvl1)")
     p.add_argument("--bound", type=float, default=20.0, help="flow bound of tools/compute_flow.py")
+    p.add_argument("--jpeg-quality", type=int, default=90,
+                   help="frames and flow pass through JPEG at this quality, as extract_frames.py/compute_flow.py "
+                        "store them for training (--quality there); 0 skips it")
     p.add_argument("--class-ind", help="classInd.txt, for checkpoints without class names")
     return p
 
@@ -222,6 +261,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     if not args.spatial and not args.motion:
         raise UserError("give --spatial CKPT, --motion CKPT or both")
+    if args.json:
+        check_writable_file(args.json, "--json")
+    if not 0 <= args.jpeg_quality <= 100 or args.topk < 1 or args.bound <= 0:
+        raise UserError("--jpeg-quality must be 0..100, --topk at least 1 and --bound positive")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")

@@ -80,6 +80,36 @@ def test_crlf_and_blank_lines_parse_like_lf(tmp_path):
     assert s.test[0].key == "Beta_g02_c01" and s.test[0].group == "g02"
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_class(tmp_path):
+    write_split(tmp_path / "s", ["RedUp", "Beta"], [("RedUp", "v_RedUp_g01_c01")], [("Beta", "v_Beta_g02_c01")])
+    for name in ("classInd.txt", "trainlist01.txt"):
+        path = tmp_path / "s" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    split = load_split(tmp_path / "s")
+    assert split.classes == ["RedUp", "Beta"] and split.train[0].class_name == "RedUp"
+
+
+def test_uneven_or_missing_flow_folders_are_named(tmp_path, capsys):
+    d = make_dataset(tmp_path, frames=14)
+    split = load_split(d.split_dir)
+    sources = stream_sources("motion", LAYOUTS["ucf101"], flow_root=d.flow_root)
+    for frame in sorted((d.flow_root / "v" / d.test[0]).iterdir())[11:]:
+        frame.unlink()  # y keeps 11 of 13 flow frames
+    videos = index_videos(split.test, "test", sources, min_frames=10)
+    assert videos[0].frames == 11
+    assert f"{d.test[0]} (x 13, y 11)" in capsys.readouterr().out
+    import shutil
+    shutil.rmtree(d.flow_root / "v" / d.test[1])
+    with pytest.raises(UserError, match=f"{d.test[1]}: flow y folder not found \\({d.flow_root / 'v' / d.test[1]}\\)"):
+        index_videos(split.test, "test", sources, min_frames=10)
+
+
+def test_the_score_file_readers_import_no_torch():
+    code = "import sys, average_fusion, dataloader.splits, utils; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
 @pytest.mark.parametrize("bad_line,expected", [
     ("Delta/v_Delta_g01_c01.avi 1", "unknown class 'Delta'"),
     ("Alpha/v_Alpha_g01_c01.avi 1", "listed twice (first on line 1)"),

@@ -84,3 +84,29 @@ def test_cuda_with_too_few_gpus_is_a_clear_error(data, tmp_path):
     # each process says what is wrong and how to fix it (torchrun then adds its own summary)
     assert "error: torchrun started 2 processes on this node but only" in proc.stderr
     assert "fix: --nproc_per_node=" in proc.stderr
+
+
+def _meters_worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
+    import torch.distributed as dist
+
+    import engine
+    from dataloader import spatial_normalizer
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    loader = [(torch.full((4, 1, 3, 2, 2), 7 * (rank + 1), dtype=torch.uint8), torch.zeros(4, dtype=torch.long))] * 2
+    ctx = engine.Context(torch.device("cpu"), spatial_normalizer(), None, engine.World(rank, world_size))
+    restored = engine.Meters(loss=50.0, correct1=40.0, correct5=100.0, count=100)  # from a mid-epoch checkpoint
+    meters, steps = engine.train_one_epoch(model, loader, torch.nn.CrossEntropyLoss(),
+                                           torch.optim.SGD(model.parameters(), lr=0.1),
+                                           torch.amp.GradScaler("cpu", enabled=False), ctx, 0, restored)
+    if rank == 0:
+        Path(out_file).write_text(f"{meters.count} {steps}")
+    dist.destroy_process_group()
+
+
+def test_resumed_epoch_meters_count_restored_samples_once(tmp_path):
+    """2 processes x 2 steps x 4 samples = 16 new samples on top of the 100 restored ones."""
+    import torch.multiprocessing as mp
+    mp.spawn(_meters_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out")), nprocs=2, join=True)
+    assert (tmp_path / "out").read_text() == "116 2"

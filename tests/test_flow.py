@@ -117,3 +117,11 @@ def test_cuda_matches_cpu():
     cpu = TVL1()(first, second)
     gpu = TVL1(compile=True)(first.cuda(), second.cuda()).cpu()
     assert (cpu - gpu).norm(dim=1).mean() < 0.05
+
+
+def test_tensor_quantisation_rounds_like_the_numpy_one():
+    from tools.compute_flow import quantize, quantize_tensor
+    flow = np.linspace(-25, 25, 2001, dtype=np.float32).reshape(1, -1)  # fractions of every kind, and clipping
+    expected = quantize(flow, 20.0)
+    assert np.array_equal(quantize_tensor(torch.from_numpy(flow), 20.0).numpy(), expected)
+    assert expected[0, 1000] == 128 and expected[0, 0] == 0 and expected[0, -1] == 255  # 0 px: 127.5 -> 128
