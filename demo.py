@@ -58,8 +58,9 @@ def main() -> None:
                    "--workers", workers], env)
     run("TV-L1 optical flow", ["tools/compute_flow.py", str(data / "frames"), str(data / "flow"),
                                "--method", "tvl1", "--workers", workers], env)
-    run("train the spatial stream", [*spatial, *train], env)
-    run("train the motion stream", [*motion, *train], env)
+    # --overwrite: a demo run again replaces its own earlier results
+    run("train the spatial stream", [*spatial, *train, "--overwrite"], env)
+    run("train the motion stream", [*motion, *train, "--overwrite"], env)
     run("evaluate the spatial stream", [*spatial, *train, "--evaluate", "--resume",
                                         str(out / "spatial" / "model_best.pth.tar")], env)
     run("evaluate the motion stream", [*motion, *train, "--evaluate", "--resume",

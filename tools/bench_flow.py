@@ -1,7 +1,7 @@
 """Optical-flow throughput at 256x340: OpenCV's DualTVL1 on one CPU core against the batched
 TV-L1 on tensors (flow/tvl1.py) on the CPU and, when present, on CUDA, in one run.
 
-    python tools/bench_flow.py [--pairs 4] [--batch 8] [--gpu-batch 64] [--size 256 340]
+    python tools/bench_flow.py [--pairs 8] [--batch 8] [--gpu-batch 64] [--size 256 340]
 
 Prints pairs per second and the ratios to OpenCV per core. UCF101 has about 2.47 million
 pairs: at 700 pairs/s that is under an hour.
