@@ -895,26 +895,34 @@ def _train(args, stream: Stream, world: World, output_dir: Path, data: Data, t: 
         t.best_top1 = max(t.best_top1, result["top1"])
         t.samples_done, t.meters = 0, Meters()
         if world.is_main:
-            elapsed = time.time() - started
-            train_log.log({"epoch": epoch + 1, **{k: round(v, 5) for k, v in train_metrics.items()},
-                           "lr": lr, "seconds": round(elapsed, 1)})
-            select_log.log({"epoch": epoch + 1, "loss": round(result["loss"], 5), "top1": round(result["top1"], 3),
-                            "top5": round(result["top5"], 3), "frame_top1": round(result["frame_top1"], 3)})
-            state = _checkpoint(args, stream, data, t, epoch + 1, 0, t.meters)
-            save_checkpoint(checkpoint_path, state)
-            if is_best:
-                save_checkpoint(output_dir / "model_best.pth.tar", state)
-                if selection == "test":
-                    _write_scores(output_dir, stream, data.test_videos, result)
-            plot_curves(output_dir, stream.name, selection)
-            print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_metrics['loss']:.4f} top-1 "
-                  f"{train_metrics['top1']:.2f}% | {selection} loss {result['loss']:.4f} top-1 "
-                  f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%{' (best)' if is_best else ''} "
-                  f"| lr {lr:.2e} | {elapsed:.0f}s", flush=True)
+            logs = (train_log, select_log, selection)
+            _end_of_epoch(args, stream, output_dir, data, t, epoch, train_metrics, result, lr, is_best,
+                          time.time() - started, logs)
 
     if data.val_videos and (output_dir / "model_best.pth.tar").exists():
         result = _final_test(args, stream, world, output_dir, data, t)
     return result
+
+
+def _end_of_epoch(args, stream: Stream, output_dir: Path, data: Data, t: Training, epoch: int, train_metrics: dict,
+                  result: dict, lr: float, is_best: bool, elapsed: float, logs: tuple) -> None:
+    """Rank 0 after an epoch: CSV rows, checkpoints, the score file of a new best, curves, a line."""
+    train_log, select_log, selection = logs
+    train_log.log({"epoch": epoch + 1, **{k: round(v, 5) for k, v in train_metrics.items()},
+                   "lr": lr, "seconds": round(elapsed, 1)})
+    select_log.log({"epoch": epoch + 1, "loss": round(result["loss"], 5), "top1": round(result["top1"], 3),
+                    "top5": round(result["top5"], 3), "frame_top1": round(result["frame_top1"], 3)})
+    state = _checkpoint(args, stream, data, t, epoch + 1, 0, t.meters)
+    save_checkpoint(output_dir / "checkpoint.pth.tar", state)
+    if is_best:
+        save_checkpoint(output_dir / "model_best.pth.tar", state)
+        if selection == "test":
+            _write_scores(output_dir, stream, data.test_videos, result)
+    plot_curves(output_dir, stream.name, selection)
+    print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_metrics['loss']:.4f} top-1 "
+          f"{train_metrics['top1']:.2f}% | {selection} loss {result['loss']:.4f} top-1 "
+          f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%{' (best)' if is_best else ''} "
+          f"| lr {lr:.2e} | {elapsed:.0f}s", flush=True)
 
 
 def _final_test(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training) -> dict:
