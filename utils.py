@@ -196,9 +196,10 @@ def _checked_array(data, dtype, shape, fortran: bool = False) -> np.ndarray:
         raise _Refused("array without a plain numeric dtype")
     if isinstance(shape, int):
         shape = (shape,)
-    if (not isinstance(shape, tuple) or len(shape) > 2
-            or not all(type(n) is int and 0 <= n <= MAX_SCORES for n in shape)):
-        raise _Refused(f"array shape {shape!r} refused")
+    if not isinstance(shape, tuple) or len(shape) > 2 or not all(type(n) is int and n >= 0 for n in shape):
+        raise _Refused("array shape refused (not a tuple of at most 2 sizes)")
+    if any(n > MAX_SCORES for n in shape):  # before multiplying: a forged 10**100000 must cost nothing
+        raise _Refused(f"array with a dimension over {MAX_SCORES:,} refused ({_LIMITS})")
     count = math.prod(shape)
     if count > MAX_SCORES:
         raise _Refused(f"array of {count:,} values refused ({_LIMITS})")
