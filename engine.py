@@ -234,9 +234,10 @@ class OutputFolder:
             raise UserError(f"{path} holds a previous run ({', '.join(held)})\n  fix: continue it with --resume "
                             f"{path / 'checkpoint.pth.tar'}, write to another --output-dir, or replace it with "
                             f"--overwrite")
-        if overwrite and not resume:
-            for name in ("train.csv", "test.csv", "val.csv"):
-                (path / name).unlink(missing_ok=True)
+        if overwrite and not resume:  # fresh logs; checkpoints are replaced as they are written
+            for name in RUN_FILES:
+                if name.endswith(".csv"):
+                    (path / name).unlink(missing_ok=True)
 
     def close(self) -> None:
         if not self._lock.closed:
@@ -635,6 +636,7 @@ class Data:
     train_videos: list[IndexedVideo]
     val_videos: list[IndexedVideo]
     test_loader: Callable[[list[IndexedVideo]], object]
+    test_mode: str  # 'full' when the device resizes whole test batches, else the --test-view
 
     def labels(self, videos: list[IndexedVideo]) -> torch.Tensor:
         return torch.tensor([v.record.label for v in videos])
@@ -709,12 +711,11 @@ def _build_data(args: argparse.Namespace, stream: Stream, world: World, output_d
     device_resize = (cuda if args.device_resize is None else args.device_resize) and args.test_view == "resize"
     test_mode = "full" if device_resize else args.test_view
     test_batch = args.test_batch_size or max(64, 4 * args.batch_size)
-    args.test_mode = test_mode
 
     def test_loader(videos):
         return build_loader(stream.dataset(videos, False, args, test_mode), test_batch, train=False,
                             workers=args.workers, pin_memory=cuda, rank=world.rank, world_size=world.size)
-    return Data(split, test_videos, train_videos, val_videos, test_loader)
+    return Data(split, test_videos, train_videos, val_videos, test_loader, test_mode)
 
 
 def _build_training(args: argparse.Namespace, stream: Stream, world: World, device: torch.device, data: Data,
@@ -749,7 +750,7 @@ def _build_training(args: argparse.Namespace, stream: Stream, world: World, devi
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     if args.compile:
         model = torch.compile(model)
-    resize = (args.input_size, args.input_size) if args.test_mode == "full" else None
+    resize = (args.input_size, args.input_size) if data.test_mode == "full" else None
     ctx = Context(device, stream.normalizer(args, channels_last, resize).to(device), amp_dtype, world)
     training = Training(model, model_without_ddp, nn.CrossEntropyLoss(), optimizer, scaler, scheduler, ctx)
     if ckpt is not None:
@@ -785,7 +786,7 @@ def _checkpoint(args: argparse.Namespace, stream: Stream, data: Data, t: Trainin
     rng = {"torch": torch.get_rng_state()}
     if t.ctx.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(t.ctx.device)
-    saved_args = {k: v for k, v in vars(args).items() if k not in ("explicit", "test_mode")}
+    saved_args = {k: v for k, v in vars(args).items() if k != "explicit"}
     return {"format": CHECKPOINT_FORMAT, "stream": stream.name, "arch": args.arch,
             "num_classes": data.split.num_classes, "in_channels": stream.in_channels(args),
             "class_names": list(data.split.classes), "args": saved_args,
@@ -847,7 +848,7 @@ def _train(args, stream: Stream, world: World, output_dir: Path, data: Data, t: 
         raise UserError(f"{args.resume} has finished {t.start_epoch} epochs and --epochs is {args.epochs}: "
                         f"nothing to train\n  fix: pass --epochs larger than {t.start_epoch} to train more, or "
                         f"--evaluate")
-    train_set = stream.dataset(data.train_videos, True, args, args.test_mode)
+    train_set = stream.dataset(data.train_videos, True, args, data.test_mode)
     train_loader = build_loader(train_set, args.batch_size, train=True, workers=args.workers,
                                 pin_memory=t.ctx.device.type == "cuda", seed=args.seed, rank=world.rank,
                                 world_size=world.size)

@@ -214,17 +214,19 @@ def build_index(records: list[VideoRecord], roots_and_templates: list[tuple[str 
         absent = [i for i, s in enumerate(sources) if s is None]
         if absent:
             root, template = roots_and_templates[absent[0]]
-            what = _source_name(template, len(roots_and_templates), absent[0])
+            what = _source_name(len(roots_and_templates), absent[0])
             folder = FramePattern(template).folders(record)[0]
             missing.append((record, f"{what} folder not found ({Path(root) / folder})"))
-        elif min(s.frames for s in sources) < min_frames:
-            missing.append((record, f"{min(s.frames for s in sources)} frames, fewer than {min_frames}"))
+            continue
+        video = IndexedVideo(record, sources)
+        if video.frames < min_frames:
+            missing.append((record, f"{video.frames} frames, fewer than {min_frames}"))
         else:
-            found.append(IndexedVideo(record, sources))
+            found.append(video)
     return found, missing
 
 
-def _source_name(template: str, count: int, i: int) -> str:
+def _source_name(count: int, i: int) -> str:
     names = {1: ("frame",), 2: ("flow x", "flow y"), 3: ("frame", "flow x", "flow y")}.get(count)
     return names[i] if names else f"source {i + 1}"
 

@@ -82,12 +82,9 @@ def run_jobs(jobs: list, work: Callable[[object], str | None], workers: int, des
                 _record(name, error, failures, progress)
     except (Interrupted, KeyboardInterrupt) as stop:
         signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
-        if pool is not None:
-            pool.terminate()
-            pool.join()
         print(f"\ninterrupted ({signal.Signals(signum).name}); run again to resume", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum) from None
-    finally:
+    finally:  # workers stop at once (they ignore SIGINT, so they print nothing meanwhile)
         if pool is not None:
             pool.terminate()
             pool.join()
