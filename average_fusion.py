@@ -16,7 +16,8 @@ import json
 import numpy as np
 
 from dataloader.splits import DEFAULT_SPLIT_DIR, load_split
-from utils import ScoreFileError, UserError, atomic_write, load_scores, run_cli
+from utils import (ScoreFileError, UserError, atomic_write, default_fusion_weights, load_score_info, load_scores,
+                   run_cli)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -27,7 +28,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--stream", action="append", default=[], metavar="NAME=PATH",
                    help="a further stream's score file (repeatable)")
     p.add_argument("--weights", type=float, nargs="+", default=None,
-                   help="one weight per stream, in the order spatial, motion, --stream... (default all 1; TSN: 1 1.5)")
+                   help="one weight per stream, in the order spatial, motion, --stream... (default all 1, or "
+                        "TSN's 1 1.5 when both score files come from --recipe tsn)")
     p.add_argument("--softmax", action="store_true", help="turn each video's scores into probabilities first")
     p.add_argument("--split", type=int, default=1)
     p.add_argument("--split-dir", default=str(DEFAULT_SPLIT_DIR))
@@ -83,7 +85,11 @@ def fuse(args: argparse.Namespace) -> dict:
         if not sep or not name or not path or name in paths or name == "fusion":
             raise UserError(f"--stream wants NAME=PATH with a new name, got {item!r}")
         paths[name] = path
-    weights = args.weights or [1.0] * len(paths)
+    weights = args.weights or default_fusion_weights({n: load_score_info(p).get("recipe") for n, p in paths.items()})
+    if weights and not args.weights:
+        print(f"weights {' : '.join(f'{w:g}' for w in weights)} (TSN recipe, from the score files' .json; "
+              f"--weights to choose others)")
+    weights = weights or [1.0] * len(paths)
     if len(weights) != len(paths):
         raise UserError(f"--weights has {len(weights)} values for {len(paths)} streams ({', '.join(paths)})")
     streams = {name: load_scores(path) for name, path in paths.items()}
@@ -110,6 +116,7 @@ def fuse(args: argparse.Namespace) -> dict:
     report = {name: {"top1": topk_accuracy(m, labels, 1), "top5": topk_accuracy(m, labels, 5)}
               for name, m in results.items()}
     report["videos"] = len(videos)
+    report["weights"] = dict(zip(paths, weights))
 
     if args.per_class:
         with atomic_write(args.per_class, "w") as f:
@@ -155,7 +162,7 @@ def main(args: argparse.Namespace) -> dict:
     report = fuse(args)
     print(f"{'stream':10} {'top-1':>7} {'top-5':>7}   ({report['videos']} videos)")
     for name, r in report.items():
-        if name != "videos":
+        if name not in ("videos", "weights"):
             print(f"{name:10} {r['top1']:7.2f} {r['top5']:7.2f}")
     if args.json:
         with atomic_write(args.json, "w") as f:

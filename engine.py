@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,11 +29,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from dataloader import (LAYOUTS, DEFAULT_SPLIT_DIR, TEST_FRAMES, IndexedVideo, InputNormalizer, build_loader,
-                        holdout_groups, index_videos, load_split, resolve_layout)
-from models import ARCHS, build_model, load_torch_file, normalize_keys, pretrained_name
+from dataloader import (LAYOUTS, DEFAULT_SPLIT_DIR, TEST_CROPS, TEST_FRAMES, TRAIN_CROPS, IndexedVideo, InputNormalizer,
+                        MultiCrop, build_loader, holdout_groups, index_videos, load_split, resolve_layout)
+from models import ARCHS, build_model, freeze_partial_bn, load_torch_file, normalize_keys, pretrained_name
 from utils import (CsvLogger, UserError, atomic_write, check_finite_scores, check_writable_dir,
-                   remove_stale_temporaries, save_scores)
+                   remove_stale_temporaries, save_score_info, save_scores)
 
 CHECKPOINT_FORMAT = "two-stream-checkpoint/1"
 
@@ -43,12 +44,15 @@ class Stream:
 
     name: str
     sources: Callable[[argparse.Namespace, object], list]        # (args, layout) -> [(root, template)]
-    # (videos, train, args, test_mode) -> dataset; test_mode 'full' leaves the resize to the device
+    # (videos, train, args, test_mode) -> dataset; test_mode 'full' leaves the resize to the device,
+    # 'crops' the test crops
     dataset: Callable[[list[IndexedVideo], bool, argparse.Namespace, str], torch.utils.data.Dataset]
     # (args, channels_last, resize to (h, w) or None) -> normaliser
     normalizer: Callable[[argparse.Namespace, bool, tuple[int, int] | None], InputNormalizer]
     in_channels: Callable[[argparse.Namespace], int]
     min_frames: Callable[[argparse.Namespace], int] = lambda args: 1
+    flow: bool = False  # a flipped input negates its x channels
+    recipes: dict = field(default_factory=dict)  # --recipe name -> {argument: value}
 
     @property
     def score_file(self) -> str:
@@ -63,6 +67,9 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     """Arguments common to both streams; each script adds its own and sets its defaults."""
     p = argparse.ArgumentParser(description=description, add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", default="reference", choices=["reference", "tsn"],
+                   help="reference: the two-stream reference's protocol; tsn: TSN's training and test choices "
+                        "(see the README's table); flags given explicitly win over the recipe")
     data = p.add_argument_group("data")
     data.add_argument("--split-dir", default=str(DEFAULT_SPLIT_DIR), help="folder of the split lists")
     data.add_argument("--split", type=int, default=1, help="split number (1-3 for UCF101)")
@@ -72,9 +79,25 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     data.add_argument("--flow-y-template", help="free flow y template")
     data.add_argument("--allow-missing", action="store_true", help="skip listed videos without frames")
     data.add_argument("--input-size", type=int, default=224, help="crop/resize size fed to the network")
+    data.add_argument("--segments", type=int, default=1,
+                      help="training samples per video, one in each of this many equal parts, logits averaged "
+                           "(TSN's segment consensus)")
     data.add_argument("--test-frames", type=int, default=TEST_FRAMES, help="positions per test video")
     data.add_argument("--test-view", default="resize", choices=["resize", "center"],
-                      help="test input: whole frame resized (reference) or center crop")
+                      help="test input with --test-crops 1: whole frame resized (reference) or center crop")
+    data.add_argument("--test-crops", type=int, default=1, choices=TEST_CROPS,
+                      help="crops per test position, cut on the device from the frame as stored: 1 = --test-view; "
+                           "3 = start, centre and end of the long side; 10 = 4 corners + centre and their flips "
+                           "(TSN); a position's score is the mean over its crops")
+    data.add_argument("--train-crop", default="random", choices=TRAIN_CROPS,
+                      help="training crop: random = an --input-size crop anywhere (reference); multiscale = TSN's "
+                           "corner crops of --crop-scales of the short side with aspect jitter, resized to "
+                           "--input-size")
+    data.add_argument("--crop-scales", type=float, nargs="+", metavar="S",
+                      help="multiscale: crop sides as fractions of the short side (default: TSN's 1 .875 .75 .66; "
+                           "the motion stream the first three)")
+    data.add_argument("--crop-positions", type=int, default=5, choices=[5, 13],
+                      help="multiscale: 4 corners + centre, or TSN's 13 positions")
     data.add_argument("--workers", type=int, default=None, help="loader processes (default: cores - 1, max 16)")
     data.add_argument("--holdout-groups", type=int, default=0,
                       help="hold out this many whole groups (gXX) of the training list as a validation set "
@@ -86,20 +109,27 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     model.add_argument("--pretrained", default="imagenet",
                        help="imagenet (= imagenet-v1, torchvision's IMAGENET1K_V1, the reference's) | imagenet-v2 | "
                             "none | PATH to a state dict")
-    model.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier")
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier (TSN: 0.8 RGB, 0.7 flow)")
+    model.add_argument("--partial-bn", action=argparse.BooleanOptionalAction, default=False,
+                       help="TSN's partial BN: every BatchNorm but the first keeps its statistics and affine "
+                            "parameters (frozen) in training")
 
     train = p.add_argument_group("training")
     train.add_argument("--output-dir", default=f"record/{stream}", help="checkpoints, logs, score file")
     train.add_argument("--epochs", type=int, default=50)
     train.add_argument("--batch-size", type=int, default=32, help="videos per step and process")
-    train.add_argument("--test-batch-size", type=int, default=None, help="frames per evaluation batch")
+    train.add_argument("--test-batch-size", type=int, default=None, help="model inputs per evaluation batch (frames x test crops); default max(64, 4 x batch size)")
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--lr-scheduler", default="plateau", choices=["plateau", "cosine", "step"],
+    train.add_argument("--lr-scheduler", default="plateau", choices=["plateau", "cosine", "step", "multistep"],
                        help="plateau: ReduceLROnPlateau on validation loss (reference)")
     train.add_argument("--lr-patience", type=int, default=1, help="plateau: epochs without improvement")
     train.add_argument("--lr-step", type=int, default=30, help="step: epochs between x0.1 decays")
+    train.add_argument("--lr-milestones", type=int, nargs="+", default=[30, 60], metavar="EPOCH",
+                       help="multistep: the epochs after which the rate is multiplied by 0.1")
+    train.add_argument("--clip-grad-norm", type=float, default=None,
+                       help="clip the gradients' total norm to this (TSN: 20); default no clipping")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate)")
     train.add_argument("--start-epoch", type=int, default=None, help="override the checkpoint's epoch")
@@ -108,8 +138,8 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                        help="replace the run in --output-dir (without it a folder holding a run is refused "
                             "unless --resume is given)")
     train.add_argument("--override-checkpoint-settings", action="store_true",
-                       help="let the command line change the input settings stored in the --resume checkpoint "
-                            "(input size, test view, test frames, stack length and order, flow mean)")
+                       help="let the command line change the settings stored in the --resume checkpoint "
+                            "(recipe, input size, test view, frames and crops, stack length and order, flow mean)")
 
     speed = p.add_argument_group("device and speed")
     speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -151,16 +181,22 @@ _NUMERIC_CHECKS = {
     "segments": (lambda v: v >= 1, "at least 1"),
     "stack_length": (lambda v: v >= 1, "at least 1"),
     "flow_mean": (lambda v: math.isfinite(v), "a finite number"),
+    "clip_grad_norm": (lambda v: v is None or 0 < v < math.inf, "a positive number"),
+    "crop_scales": (lambda v: v is None or (len(v) > 0 and all(0 < s <= 1 for s in v)), "fractions in (0, 1]"),
+    "lr_milestones": (lambda v: all(m >= 1 for m in v) and list(v) == sorted(set(v)), "increasing epochs, at least 1"),
 }
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+               recipes: dict[str, dict] | None = None) -> argparse.Namespace:
     """Parse and validate; ``args.explicit`` holds the flags given on the command line (they
-    win over a checkpoint's stored settings). Invalid numbers are one usage error (exit 2)."""
+    win over the --recipe and over a checkpoint's stored settings). Invalid numbers are one
+    usage error (exit 2)."""
     args = parser.parse_args(argv)
     probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
     probe, _ = parser.parse_known_args(argv, namespace=probe)
     args.explicit = sorted(k for k, v in vars(probe).items() if v is not _UNSET)
+    apply_recipe(args, (recipes or {}).get(args.recipe, {}))
     problems = [f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}"
                 for name, (ok, what) in _NUMERIC_CHECKS.items() if hasattr(args, name) and not ok(getattr(args, name))]
     if problems:
@@ -168,10 +204,22 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     return args
 
 
+def apply_recipe(args: argparse.Namespace, values: dict) -> list[str]:
+    """Set a recipe's values on every argument not given explicitly; returns what was set."""
+    explicit = set(getattr(args, "explicit", ()))
+    changed = []
+    for name, value in values.items():
+        if name not in explicit and getattr(args, name) != value:
+            setattr(args, name, value)
+            changed.append(name)
+    return changed
+
+
 # The settings that define what a checkpoint's model sees: a resumed or evaluated checkpoint
-# of this project brings its own, so that --evaluate scores it as it was trained.
-CHECKPOINT_SETTINGS = ("arch", "input_size", "test_view", "test_frames", "stack_length", "reference_stack_order",
-                       "flow_mean")
+# of this project brings its own, so that --evaluate scores it as it was trained (and a
+# resumed run goes on with the checkpoint's recipe).
+CHECKPOINT_SETTINGS = ("arch", "recipe", "input_size", "test_view", "test_frames", "test_crops", "stack_length",
+                       "reference_stack_order", "flow_mean")
 
 
 def apply_checkpoint_settings(args: argparse.Namespace, saved: dict, path: str) -> list[str]:
@@ -418,6 +466,8 @@ class Context:
     amp_dtype: torch.dtype | None
     world: World
     stop: GracefulStop = field(default_factory=GracefulStop)
+    test_crops: nn.Module | None = None  # [B, C, H, W] frames -> [B * crops, C, h, w] (--test-crops)
+    clip_grad_norm: float | None = None
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -445,6 +495,9 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if ctx.clip_grad_norm:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), ctx.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         c1, c5 = topk_correct(logits.detach(), labels)
@@ -494,6 +547,7 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, steps: int) -> None:
 def evaluate(model: nn.Module, loader, ctx: Context, num_videos: int, num_classes: int,
              labels: torch.Tensor, frames_per_video: int, desc: str = "test") -> dict | None:
     """Sum the logits of every test position of a video into its score; video-level metrics.
+    With ``ctx.test_crops`` a position's logits are the mean over its crops.
 
     Each process sees its own share of the frames (exactly once over all processes); the
     partial sums are added up with all_reduce, so the result equals one process's.
@@ -507,10 +561,15 @@ def evaluate(model: nn.Module, loader, ctx: Context, num_videos: int, num_classe
     for frames, frame_labels, video_idx in progress:
         if ctx.stop.requested:  # ranks may hold different batch counts: agree once, after the loop
             break
-        frames = ctx.normalizer(frames.to(ctx.device, non_blocking=True))
+        frames = frames.to(ctx.device, non_blocking=True)
+        if ctx.test_crops is not None:
+            frames = ctx.test_crops(frames)
+        frames = ctx.normalizer(frames)
         video_idx = video_idx.to(ctx.device, non_blocking=True)
         with ctx.autocast():
             logits = model(frames).double()
+        if ctx.test_crops is not None:
+            logits = logits.view(len(video_idx), ctx.test_crops.count, -1).mean(dim=1)
         scores.index_add_(0, video_idx, logits)
         counts.index_add_(0, video_idx, torch.ones_like(video_idx, dtype=torch.float64))
         frame_correct += (logits.argmax(1) == frame_labels.to(ctx.device)).sum()
@@ -566,14 +625,18 @@ def _build_scheduler(args, optimizer):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=args.lr_patience)
     if args.lr_scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
+    if args.lr_scheduler == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=0.1)
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=0.1)
 
 
 def _scheduled_lr(scheduler, base_lr: float, epoch: int) -> float:
-    """The closed-form rate of a cosine or step schedule after ``epoch`` finished epochs."""
+    """The closed-form rate of a cosine, step or multistep schedule after ``epoch`` finished epochs."""
     if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
         t = min(epoch, scheduler.T_max)
         return scheduler.eta_min + (base_lr - scheduler.eta_min) * (1 + math.cos(math.pi * t / scheduler.T_max)) / 2
+    if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):
+        return base_lr * scheduler.gamma ** sum(n for m, n in scheduler.milestones.items() if m <= epoch)
     return base_lr * scheduler.gamma ** (epoch // scheduler.step_size)
 
 
@@ -600,11 +663,14 @@ def restore_schedule(optimizer, scheduler, ckpt: dict, args: argparse.Namespace,
     else:
         scheduler.load_state_dict(ckpt["scheduler"])
         horizon = {"cosine": ("T_max", "epochs", max(args.epochs, 1)), "step": ("step_size", "lr_step", args.lr_step),
+                   "multistep": ("milestones", "lr_milestones", Counter(args.lr_milestones)),
                    "plateau": ("patience", "lr_patience", args.lr_patience)}[args.lr_scheduler]
         attribute, flag, value = horizon
         reshape = new_lr
         if getattr(scheduler, attribute) != value:
-            changes.append(f"{args.lr_scheduler} {attribute} {getattr(scheduler, attribute)} -> {value} "
+            def shown(v):
+                return sorted(v.elements()) if isinstance(v, Counter) else v
+            changes.append(f"{args.lr_scheduler} {attribute} {shown(getattr(scheduler, attribute))} -> {shown(value)} "
                            f"(--{flag.replace('_', '-')})")
             setattr(scheduler, attribute, value)
             reshape = True
@@ -636,7 +702,8 @@ class Data:
     train_videos: list[IndexedVideo]
     val_videos: list[IndexedVideo]
     test_loader: Callable[[list[IndexedVideo]], object]
-    test_mode: str  # 'full' when the device resizes whole test batches, else the --test-view
+    test_mode: str  # 'full' when the device resizes whole test batches, 'crops' when it cuts test crops,
+    #                  else the --test-view
 
     def labels(self, videos: list[IndexedVideo]) -> torch.Tensor:
         return torch.tensor([v.record.label for v in videos])
@@ -668,7 +735,7 @@ def run(args: argparse.Namespace, stream: Stream) -> dict | None:
         output_dir = Path(args.output_dir)
         if world.is_main:  # before any data is read: a bad folder must not cost an epoch
             folder = OutputFolder(output_dir, stream.score_file, bool(args.resume), args.overwrite)
-        ckpt = _load_resume_checkpoint(args, world)
+        ckpt = _load_resume_checkpoint(args, world, stream)
         data = _build_data(args, stream, world, output_dir, device.type == "cuda")
         training = _build_training(args, stream, world, device, data, ckpt)
         with training.ctx.stop:
@@ -682,13 +749,20 @@ def run(args: argparse.Namespace, stream: Stream) -> dict | None:
             dist.destroy_process_group()
 
 
-def _load_resume_checkpoint(args: argparse.Namespace, world: World) -> dict | None:
-    """The --resume checkpoint, whose stored input settings become this run's defaults."""
+def _load_resume_checkpoint(args: argparse.Namespace, world: World, stream: Stream) -> dict | None:
+    """The --resume checkpoint, whose recipe and stored input settings become this run's
+    defaults (flags given explicitly still win)."""
     if not args.resume:
         return None
     ckpt = load_checkpoint(args.resume)
     if ckpt.get("format") == CHECKPOINT_FORMAT:
-        taken = apply_checkpoint_settings(args, ckpt.get("args", {}), args.resume)
+        saved = ckpt.get("args", {})
+        recipe, taken = saved.get("recipe", "reference"), []
+        if "recipe" not in args.explicit and recipe != args.recipe and recipe in stream.recipes:
+            args.recipe = recipe
+            apply_recipe(args, stream.recipes[recipe])
+            taken.append(f"--recipe {recipe}")
+        taken += apply_checkpoint_settings(args, saved, args.resume)
         if taken:
             _log(world, f"settings from {args.resume}: {', '.join(taken)}")
     return ckpt
@@ -709,8 +783,9 @@ def _build_data(args: argparse.Namespace, stream: Stream, world: World, output_d
     train_videos = index(train_records, "train") if not args.evaluate else []
     val_videos = index(val_records, "validation") if val_records and not args.evaluate else []
     device_resize = (cuda if args.device_resize is None else args.device_resize) and args.test_view == "resize"
-    test_mode = "full" if device_resize else args.test_view
-    test_batch = args.test_batch_size or max(64, 4 * args.batch_size)
+    test_mode = "crops" if args.test_crops > 1 else "full" if device_resize else args.test_view
+    # --test-batch-size counts model inputs: a batch of frames gives test_crops inputs each
+    test_batch = -(-(args.test_batch_size or max(64, 4 * args.batch_size)) // args.test_crops)
 
     def test_loader(videos):
         return build_loader(stream.dataset(videos, False, args, test_mode), test_batch, train=False,
@@ -742,6 +817,8 @@ def _build_training(args: argparse.Namespace, stream: Stream, world: World, devi
         model.to(memory_format=torch.channels_last)
     if args.sync_bn and world.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if args.partial_bn:
+        freeze_partial_bn(model)
     model_without_ddp = model
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -751,7 +828,9 @@ def _build_training(args: argparse.Namespace, stream: Stream, world: World, devi
     if args.compile:
         model = torch.compile(model)
     resize = (args.input_size, args.input_size) if data.test_mode == "full" else None
-    ctx = Context(device, stream.normalizer(args, channels_last, resize).to(device), amp_dtype, world)
+    crops = MultiCrop(args.input_size, args.test_crops, stream.flow) if args.test_crops > 1 else None
+    ctx = Context(device, stream.normalizer(args, channels_last, resize).to(device), amp_dtype, world,
+                  test_crops=crops, clip_grad_norm=args.clip_grad_norm)
     training = Training(model, model_without_ddp, nn.CrossEntropyLoss(), optimizer, scaler, scheduler, ctx)
     if ckpt is not None:
         _resume(args, world, ckpt, training)
@@ -813,12 +892,16 @@ def _test_pass(args, world: World, data: Data, t: Training, videos: list[Indexed
     return result
 
 
-def _write_scores(output_dir: Path, stream: Stream, videos: list[IndexedVideo], result: dict) -> Path:
+def _write_scores(args, output_dir: Path, stream: Stream, videos: list[IndexedVideo], result: dict) -> Path:
+    """The score file, and beside it its protocol (which average_fusion.py reads for its weights)."""
     path = output_dir / stream.score_file
     scores = {v.record.key: result["scores"][i].numpy() for i, v in enumerate(videos)}
     check_finite_scores(scores, f"{stream.name} evaluation")
     try:
         save_scores(path, scores)
+        save_score_info(path, {"stream": stream.name, "recipe": args.recipe, "arch": args.arch,
+                               "test_frames": args.test_frames, "test_crops": args.test_crops,
+                               "test_view": args.test_view, "split": args.split})
     except OSError as err:
         raise UserError(f"could not write the score file {path} ({err.strerror or err})\n"
                         f"  fix: free disk space, then run --evaluate --resume with the best checkpoint") from None
@@ -835,7 +918,7 @@ def _evaluate_only(args, stream: Stream, world: World, output_dir: Path, data: D
     if result is None:
         raise _interrupted(world, t.ctx.stop, "\ninterrupted during the test pass; nothing was written")
     if world.is_main:
-        path = _write_scores(output_dir, stream, data.test_videos, result)
+        path = _write_scores(args, output_dir, stream, data.test_videos, result)
         print(f"{stream.name} test: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
               f"loss {result['loss']:.4f}  frame top-1 {result['frame_top1']:.2f}%  "
               f"({len(data.test_videos)} videos)\nscores written to {path}")
@@ -918,7 +1001,7 @@ def _end_of_epoch(args, stream: Stream, output_dir: Path, data: Data, t: Trainin
     if is_best:
         save_checkpoint(output_dir / "model_best.pth.tar", state)
         if selection == "test":
-            _write_scores(output_dir, stream, data.test_videos, result)
+            _write_scores(args, output_dir, stream, data.test_videos, result)
     plot_curves(output_dir, stream.name, selection)
     print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_metrics['loss']:.4f} top-1 "
           f"{train_metrics['top1']:.2f}% | {selection} loss {result['loss']:.4f} top-1 "
@@ -937,7 +1020,7 @@ def _final_test(args, stream: Stream, world: World, output_dir: Path, data: Data
         raise _interrupted(world, t.ctx.stop, f"\ninterrupted during the final test pass\n  score the test list "
                                               f"with --evaluate --resume {output_dir / 'model_best.pth.tar'}")
     if world.is_main:
-        _write_scores(output_dir, stream, data.test_videos, result)
+        _write_scores(args, output_dir, stream, data.test_videos, result)
         print(f"{stream.name} test (model of epoch {best['epoch']}, chosen on validation): top-1 "
               f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%")
     return result

@@ -1,16 +1,26 @@
 """Motion stream: a ResNet on stacks of 10 optical-flow frames (x/y interleaved, 20 channels),
 first conv from ImageNet by cross-modality pre-training.
 
-    python motion_cnn.py --flow-root DIR [--resume PATH] [--evaluate]
+    python motion_cnn.py --flow-root DIR [--recipe reference|tsn] [--resume PATH] [--evaluate]
 """
 from __future__ import annotations
 
 import argparse
 
 import engine
-from dataloader import MotionDataset, motion_normalizer, stream_sources
+from dataloader import MOTION_SCALES, MotionDataset, motion_normalizer, stream_sources
 from dataloader.transforms import FLOW_MEAN
 from utils import run_cli
+
+# --recipe: values of the arguments not given explicitly. The reference is the defaults; TSN's
+# flow settings follow the paper and its authors' PyTorch port (tsn-pytorch: 340 epochs,
+# x0.1 after 190 and 300, clip 20, dropout 0.7; scales 1, .875, .75).
+RECIPES = {
+    "reference": {},
+    "tsn": {"train_crop": "multiscale", "partial_bn": True, "dropout": 0.7, "segments": 3, "clip_grad_norm": 20.0,
+            "weight_decay": 5e-4, "lr": 1e-3, "lr_scheduler": "multistep", "lr_milestones": [190, 300],
+            "epochs": 340, "test_frames": 25, "test_crops": 10},
+}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -21,7 +31,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="the reference repo's rotated channel order, for its released checkpoints")
     parser.add_argument("--flow-mean", type=float, default=FLOW_MEAN,
                         help="subtracted from flow in [0,1]; the reference's checkpoints want 0")
-    parser.set_defaults(batch_size=64, lr=1e-2, epochs=150)
+    parser.set_defaults(batch_size=64, lr=1e-2, epochs=150, segments=1, crop_scales=list(MOTION_SCALES))
     return parser
 
 
@@ -30,17 +40,20 @@ MOTION = engine.Stream(
     sources=lambda args, layout: stream_sources("motion", layout, flow_root=args.flow_root),
     dataset=lambda videos, train, args, test_mode: MotionDataset(
         videos, train, reference_order=args.reference_stack_order, input_size=args.input_size,
-        test_frames=args.test_frames, test_mode=test_mode, stack_length=args.stack_length),
+        test_frames=args.test_frames, test_mode=test_mode, stack_length=args.stack_length, segments=args.segments,
+        train_crop=args.train_crop, crop_scales=args.crop_scales, crop_positions=args.crop_positions),
     normalizer=lambda args, channels_last, resize: motion_normalizer(
         2 * args.stack_length, args.flow_mean, channels_last, resize),
     in_channels=lambda args: 2 * args.stack_length,
     min_frames=lambda args: args.stack_length,
+    flow=True,
+    recipes=RECIPES,
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line (flags given explicitly win over a checkpoint's settings)."""
-    return engine.parse_args(get_args_parser(), argv)
+    return engine.parse_args(get_args_parser(), argv, RECIPES)
 
 
 def main(args: argparse.Namespace):

@@ -4,10 +4,10 @@
                       [--device cuda|cpu] [--json PATH] [--size 256 340] [--flow-method tvl1|tvl1-torch]
 
 Each video is decoded and resized as tools/extract_frames.py does; optical flow is computed
-only for the frames the test protocol reads (the stacks at the 19 test positions), as
-tools/compute_flow.py computes it; both streams then run the protocol of their --evaluate
-(same positions, same resize, summed frame logits), and their scores are fused as
-average_fusion.py fuses them. Either stream alone works. Class names come from the
+only for the frames the test protocol reads (the stacks at the test positions), as
+tools/compute_flow.py computes it; both streams then run the protocol stored in their
+checkpoint, as their --evaluate does (same positions, resize or test crops, summed logits),
+and their scores are fused as average_fusion.py fuses them (TSN checkpoints: 1 : 1.5). Either stream alone works. Class names come from the
 checkpoints. A bad video is reported and the others go on; the exit status is 1 then.
 """
 from __future__ import annotations
@@ -27,14 +27,14 @@ from tqdm import tqdm
 
 from dataloader.sampling import evaluation_positions, stack_frames
 from dataloader.splits import read_class_index
-from dataloader.transforms import (FLOW_MEAN, flow_to_tensor, motion_normalizer, rgb_to_tensor, spatial_normalizer,
-                                   test_view)
+from dataloader.transforms import (FLOW_MEAN, MultiCrop, flow_to_tensor, motion_normalizer, rgb_to_tensor,
+                                   spatial_normalizer, test_view)
 from engine import CHECKPOINT_FORMAT, load_checkpoint
 from models import build_model
 from tools.compute_flow import quantize
 from tools.extract_frames import find_videos, resize_frame
 from tools.jobs import VIDEO_EXTENSIONS
-from utils import UserError, atomic_write, check_writable_file, run_cli
+from utils import UserError, atomic_write, check_writable_file, default_fusion_weights, run_cli
 
 
 @dataclass
@@ -50,6 +50,13 @@ class StreamModel:
     test_view: str
     stack_length: int
     reference_order: bool
+    test_crops: MultiCrop | None  # cuts --test-crops crops from each frame on the device
+    recipe: str
+
+    @property
+    def view(self) -> str:
+        """How the loader's test view prepares a frame (crops are cut later, on the device)."""
+        return "crops" if self.test_crops is not None else self.test_view
 
 
 def load_stream(path: str, stream: str, device: torch.device, class_ind: str | None = None) -> StreamModel:
@@ -72,9 +79,12 @@ def load_stream(path: str, stream: str, device: torch.device, class_ind: str | N
         normalizer = spatial_normalizer()
     else:
         normalizer = motion_normalizer(ckpt["in_channels"], float(args.get("flow_mean", FLOW_MEAN)))
-    return StreamModel(stream, model, normalizer.to(device), list(classes), int(args.get("input_size", 224)),
+    input_size, crops = int(args.get("input_size", 224)), int(args.get("test_crops", 1))
+    return StreamModel(stream, model, normalizer.to(device), list(classes), input_size,
                        int(args.get("test_frames", 19)), args.get("test_view", "resize"), stack_length,
-                       bool(args.get("reference_stack_order", False)))
+                       bool(args.get("reference_stack_order", False)),
+                       MultiCrop(input_size, crops, flow=stream == "motion") if crops > 1 else None,
+                       args.get("recipe", "reference"))
 
 
 def read_video(path: Path, size: tuple[int, int] | None) -> list[np.ndarray]:
@@ -102,11 +112,18 @@ def read_video(path: Path, size: tuple[int, int] | None) -> list[np.ndarray]:
 
 @torch.no_grad()
 def run_stream(stream: StreamModel, inputs: list[torch.Tensor], device: torch.device, batch: int = 64) -> np.ndarray:
-    """Summed logits over the test positions (the video score of --evaluate)."""
+    """Summed logits over the test positions (the video score of --evaluate); with test crops,
+    a position's logits are the mean over its crops."""
     total = None
+    batch = max(1, batch // (stream.test_crops.count if stream.test_crops is not None else 1))  # model inputs
     for start in range(0, len(inputs), batch):
-        x = stream.normalizer(torch.stack(inputs[start:start + batch]).to(device))
-        logits = stream.model(x).double().sum(dim=0)
+        x = torch.stack(inputs[start:start + batch]).to(device)
+        if stream.test_crops is not None:
+            x = stream.test_crops(x)
+        logits = stream.model(stream.normalizer(x)).double()
+        if stream.test_crops is not None:
+            logits = logits.view(-1, stream.test_crops.count, logits.shape[-1]).mean(dim=1)
+        logits = logits.sum(dim=0)
         total = logits if total is None else total + logits
     return total.cpu().numpy()
 
@@ -149,7 +166,7 @@ def as_read_grey(frame: np.ndarray, quality: int) -> np.ndarray:
 def spatial_inputs(stream: StreamModel, frames: list[np.ndarray], quality: int) -> list[torch.Tensor]:
     positions = evaluation_positions(len(frames), stream.test_frames, stream.stack_length)
     return [rgb_to_tensor([test_view(as_loaded(frames[p - 1], quality, "RGB"), stream.input_size,
-                                     stream.test_view)])[0] for p in positions]
+                                     stream.view)])[0] for p in positions]
 
 
 def motion_inputs(stream: StreamModel, frames: list[np.ndarray], flow_of, bound: float,
@@ -171,7 +188,7 @@ def motion_inputs(stream: StreamModel, frames: list[np.ndarray], flow_of, bound:
     flows = flow_of([(grey[i], grey[i + 1]) for i in needed])
     quantized = {i: (as_loaded(quantize(f[..., 0], bound), quality, "L"),
                      as_loaded(quantize(f[..., 1], bound), quality, "L")) for i, f in zip(needed, flows)}
-    size, view = stream.input_size, stream.test_view
+    size, view = stream.input_size, stream.view
     return [flow_to_tensor([test_view(quantized[i][0], size, view) for i in stack],
                            [test_view(quantized[i][1], size, view) for i in stack]) for stack in stacks]
 
@@ -242,7 +259,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", help="video files or folders of videos")
     p.add_argument("--spatial", help="checkpoint of spatial_cnn.py (model_best.pth.tar)")
     p.add_argument("--motion", help="checkpoint of motion_cnn.py")
-    p.add_argument("--weights", type=float, nargs="+", default=None, help="spatial and motion weights (default 1 1)")
+    p.add_argument("--weights", type=float, nargs="+", default=None,
+                   help="spatial and motion weights (default 1 1, or TSN's 1 1.5 for two --recipe tsn checkpoints)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write one record per video (a JSON list) here")
@@ -278,7 +296,8 @@ def main(args: argparse.Namespace) -> int:
         difference = next((a, b) for a, b in zip(first, second) if a != b)
         raise UserError(f"the checkpoints have different class sets ({len(streams[0].classes)} classes in "
                         f"{args.spatial}, {len(streams[1].classes)} in {args.motion}, first difference: {difference})")
-    weights = args.weights or [1.0] * len(streams)
+    weights = (args.weights or default_fusion_weights({s.name: s.recipe for s in streams})
+               or [1.0] * len(streams))
     if len(weights) != len(streams):
         raise UserError(f"--weights has {len(weights)} values for {len(streams)} streams")
     method = args.flow_method or ("tvl1-torch" if device.type == "cuda" else "tvl1")

@@ -1,23 +1,32 @@
 """Spatial stream: a ResNet on single RGB frames, TSN-style segment training.
 
-    python spatial_cnn.py --data-root DIR [--resume PATH] [--evaluate]
+    python spatial_cnn.py --data-root DIR [--recipe reference|tsn] [--resume PATH] [--evaluate]
 """
 from __future__ import annotations
 
 import argparse
 
 import engine
-from dataloader import SpatialDataset, spatial_normalizer, stream_sources
+from dataloader import TSN_SCALES, SpatialDataset, spatial_normalizer, stream_sources
 from utils import run_cli
+
+# --recipe: values of the arguments not given explicitly. The reference is the defaults; TSN's
+# RGB settings follow the paper and its authors' PyTorch port (tsn-pytorch: 80 epochs,
+# x0.1 after 30 and 60, clip 20, dropout 0.8).
+RECIPES = {
+    "reference": {},
+    "tsn": {"train_crop": "multiscale", "partial_bn": True, "dropout": 0.8, "segments": 3, "clip_grad_norm": 20.0,
+            "weight_decay": 5e-4, "lr": 1e-3, "lr_scheduler": "multistep", "lr_milestones": [30, 60], "epochs": 80,
+            "test_frames": 25, "test_crops": 10},
+}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = engine.get_args_parser("spatial", __doc__, add_help)
     parser.add_argument("--data-root", default="data/jpegs_256", help="folder of RGB frames")
-    parser.add_argument("--segments", type=int, default=3, help="frames per video in training (TSN segments)")
     parser.add_argument("--stack-length", type=int, default=10,
                         help="motion stack length; test positions avoid the last L-1 frames as the motion stream's do")
-    parser.set_defaults(batch_size=25, lr=5e-4, epochs=50)
+    parser.set_defaults(batch_size=25, lr=5e-4, epochs=50, segments=3, crop_scales=list(TSN_SCALES))
     return parser
 
 
@@ -26,15 +35,17 @@ SPATIAL = engine.Stream(
     sources=lambda args, layout: stream_sources("spatial", layout, data_root=args.data_root),
     dataset=lambda videos, train, args, test_mode: SpatialDataset(
         videos, train, segments=args.segments, input_size=args.input_size, test_frames=args.test_frames,
-        test_mode=test_mode, stack_length=args.stack_length),
+        test_mode=test_mode, stack_length=args.stack_length, train_crop=args.train_crop,
+        crop_scales=args.crop_scales, crop_positions=args.crop_positions),
     normalizer=lambda args, channels_last, resize: spatial_normalizer(channels_last, resize),
     in_channels=lambda args: 3,
+    recipes=RECIPES,
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line (flags given explicitly win over a checkpoint's settings)."""
-    return engine.parse_args(get_args_parser(), argv)
+    return engine.parse_args(get_args_parser(), argv, RECIPES)
 
 
 def main(args: argparse.Namespace):

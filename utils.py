@@ -403,3 +403,43 @@ def save_scores(path: str | Path, scores: Mapping[str, np.ndarray]) -> None:
         else:
             # protocol 2 so that the reference's Python 2 tooling reads our files too
             pickle.dump({n: matrix[i] for i, n in enumerate(names)}, f, protocol=2)
+
+
+# The protocol a score file was made with, in a JSON file beside it (NAME.json for NAME.pickle):
+# fusion reads the recipe from it to choose its default weights.
+TSN_FUSION_WEIGHTS = {"spatial": 1.0, "motion": 1.5}  # TSN: RGB 1 : flow 1.5
+
+
+def score_info_path(score_path: str | Path) -> Path:
+    return Path(score_path).with_suffix(".json")
+
+
+def save_score_info(score_path: str | Path, info: Mapping[str, object]) -> None:
+    """Write the protocol of a score file (stream, recipe, test frames and crops) beside it."""
+    import json
+
+    with atomic_write(score_info_path(score_path), "w") as f:
+        json.dump(dict(info), f, indent=1)
+
+
+def load_score_info(score_path: str | Path) -> dict:
+    """The protocol saved beside a score file; {} when there is none (the reference's files)."""
+    import json
+
+    path = score_info_path(score_path)
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ScoreFileError(f"{path}: not a readable score description ({err})\n  fix: delete it (it only sets "
+                             f"default fusion weights) or evaluate the stream again") from None
+    return info if isinstance(info, dict) else {}
+
+
+def default_fusion_weights(recipes: Mapping[str, str | None]) -> list[float] | None:
+    """TSN's 1 : 1.5 when the spatial and the motion stream both come from the TSN recipe,
+    else None (equal weights). ``recipes`` maps stream names, in fusion order, to recipes."""
+    if set(recipes) == set(TSN_FUSION_WEIGHTS) and all(r == "tsn" for r in recipes.values()):
+        return [TSN_FUSION_WEIGHTS[name] for name in recipes]
+    return None

@@ -9,14 +9,15 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "datasets": ("MotionDataset", "SpatialDataset"),
+    "datasets": ("MotionDataset", "SpatialDataset", "TRAIN_CROPS"),
     "index": ("LAYOUTS", "FrameLayout", "IndexedVideo", "build_index", "index_videos", "resolve_layout",
               "stream_sources"),
     "loaders": ("ShardSampler", "TrainSampler", "build_loader", "default_workers"),
     "sampling": ("STACK_LENGTH", "TEST_FRAMES", "random_start", "segment_positions", "stack_frames",
                  "evaluation_positions"),
     "splits": ("DEFAULT_SPLIT_DIR", "Split", "SplitError", "VideoRecord", "holdout_groups", "load_split"),
-    "transforms": ("FrameReadError", "InputNormalizer", "motion_normalizer", "spatial_normalizer"),
+    "transforms": ("FrameReadError", "InputNormalizer", "MOTION_SCALES", "TEST_CROPS", "TSN_SCALES", "MultiCrop",
+                   "motion_normalizer", "spatial_normalizer"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

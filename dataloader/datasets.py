@@ -1,9 +1,12 @@
 """Spatial (RGB frame) and motion (stacked optical flow) datasets.
 
 Training items are ``(frames, label)`` with frames a uint8 tensor [S, C, H, W] of S samples
-of one video (spatial: 3 segments; motion: 1 stack); the model averages their logits.
+of one video (``segments``: 3 frames in the spatial stream, 1 stack in the motion stream by
+default); the model averages their logits. The training crop is the reference's random
+crop of the input size, or TSN's multi-scale corner crop (``train_crop='multiscale'``).
 Test items are ``(frames, label, video_idx)`` with frames [C, H, W], one item per test
-position, so that the engine can sum them into video scores.
+position, so that the engine can sum them into video scores (test crops, if any, are cut
+from these frames on the device).
 
 Training indices are ``(video_index, sample_seed)`` pairs from :class:`dataloader.loaders.TrainSampler`:
 the random choices of a sample depend only on that seed, which makes an interrupted and
@@ -13,23 +16,31 @@ from __future__ import annotations
 
 import random
 
+import torch
 from torch.utils.data import Dataset
 
 from .index import IndexedVideo
-from .sampling import STACK_LENGTH, TEST_FRAMES, random_start, segment_positions, stack_frames, evaluation_positions
-from .transforms import (fit_for_crop, flow_to_tensor, random_crop_params, read_image, rgb_to_tensor,
-                         test_view, train_crop)
+from .sampling import STACK_LENGTH, TEST_FRAMES, evaluation_positions, segment_positions, stack_frames
+from .transforms import (TSN_SCALES, CropParams, fit_for_crop, flow_to_tensor, multiscale_crop_params,
+                         random_crop_params, read_image, rgb_to_tensor, test_view, train_crop)
+
+TRAIN_CROPS = ("random", "multiscale")
 
 
 class _VideoDataset(Dataset):
     def __init__(self, videos: list[IndexedVideo], train: bool, input_size: int = 224,
                  test_frames: int = TEST_FRAMES, test_mode: str = "resize",
-                 stack_length: int = STACK_LENGTH):
+                 stack_length: int = STACK_LENGTH, segments: int = 1, train_crop: str = "random",
+                 crop_scales: tuple[float, ...] = TSN_SCALES, crop_positions: int = 5):
         if not videos:
             raise ValueError("a dataset needs at least one video")
+        if train_crop not in TRAIN_CROPS:
+            raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, got {train_crop!r}")
         self.videos = videos
         self.train = train
         self.input_size = input_size
+        self.segments = segments
+        self.train_crop, self.crop_scales, self.crop_positions = train_crop, tuple(crop_scales), crop_positions
         self.test_mode = test_mode
         self.stack_length = stack_length
         self.test_frames = test_frames
@@ -44,14 +55,22 @@ class _VideoDataset(Dataset):
     def labels(self) -> list[int]:
         return [v.record.label for v in self.videos]
 
+    def _fit(self, images: list) -> list:
+        """The reference's crop needs frames at least as large as the input."""
+        return images if self.train_crop == "multiscale" else [fit_for_crop(i, self.input_size) for i in images]
+
+    def _crop_params(self, height: int, width: int, rng: random.Random) -> CropParams:
+        if self.train_crop == "multiscale":
+            return multiscale_crop_params(height, width, self.input_size, rng, self.crop_scales, self.crop_positions)
+        return random_crop_params(height, width, self.input_size, rng)
+
 
 class SpatialDataset(_VideoDataset):
     """RGB frames. Training: one random frame in each of ``segments`` equal parts of the
     video (TSN), same crop and flip for all. Testing: ``test_frames`` spread positions."""
 
     def __init__(self, videos: list[IndexedVideo], train: bool, segments: int = 3, **kwargs):
-        super().__init__(videos, train, **kwargs)
-        self.segments = segments
+        super().__init__(videos, train, segments=segments, **kwargs)
 
     def __getitem__(self, item):
         if not self.train:
@@ -64,15 +83,15 @@ class SpatialDataset(_VideoDataset):
         rng = random.Random(seed)
         video = self.videos[index]
         positions = segment_positions(video.frames, self.segments, rng, self.stack_length)
-        images = [fit_for_crop(read_image(video.sources[0].path(p), "RGB"), self.input_size)
-                  for p in positions]
-        params = random_crop_params(images[0].height, images[0].width, self.input_size, rng)
+        images = self._fit([read_image(video.sources[0].path(p), "RGB") for p in positions])
+        params = self._crop_params(images[0].height, images[0].width, rng)
         return rgb_to_tensor([train_crop(img, self.input_size, params) for img in images]), video.record.label
 
 
 class MotionDataset(_VideoDataset):
     """Stacks of ``stack_length`` flow frames, x/y interleaved into 2L channels. Training: one
-    random stack per video, random crop shared by all channels, flip that negates x.
+    random stack in each of ``segments`` parts of the video (default 1: one stack anywhere),
+    one crop shared by all stacks and channels, a flip that negates x.
     ``reference_order`` reproduces the reference repo's rotated channel order."""
 
     def __init__(self, videos: list[IndexedVideo], train: bool, reference_order: bool = False, **kwargs):
@@ -96,11 +115,11 @@ class MotionDataset(_VideoDataset):
         index, seed = item
         rng = random.Random(seed)
         video = self.videos[index]
-        start = random_start(video.frames, rng, self.stack_length)
-        xs, ys = self._read_stack(video, start)
-        xs = [fit_for_crop(i, self.input_size) for i in xs]
-        ys = [fit_for_crop(i, self.input_size) for i in ys]
-        params = random_crop_params(xs[0].height, xs[0].width, self.input_size, rng)
-        stack = flow_to_tensor([train_crop(i, self.input_size, params) for i in xs],
-                               [train_crop(i, self.input_size, params) for i in ys], flipped=params.flip)
-        return stack.unsqueeze(0), video.record.label
+        stacks = [self._read_stack(video, start)
+                  for start in segment_positions(video.frames, self.segments, rng, self.stack_length)]
+        stacks = [(self._fit(xs), self._fit(ys)) for xs, ys in stacks]
+        params = self._crop_params(stacks[0][0][0].height, stacks[0][0][0].width, rng)
+        size = self.input_size
+        return torch.stack([flow_to_tensor([train_crop(i, size, params) for i in xs],
+                                           [train_crop(i, size, params) for i in ys], flipped=params.flip)
+                            for xs, ys in stacks]), video.record.label

@@ -41,17 +41,56 @@ def read_image(path: str, mode: str) -> Image.Image:
 
 @dataclass(frozen=True)
 class CropParams:
-    """Where to crop and whether to flip; drawn once per sample, applied to all its frames."""
+    """Where to crop, how large (0: the input size) and whether to flip; drawn once per
+    sample, applied to all its frames and flow channels."""
 
     top: int
     left: int
     flip: bool
+    height: int = 0
+    width: int = 0
 
 
 def random_crop_params(height: int, width: int, size: int, rng: random.Random,
                        flip: bool = True) -> CropParams:
+    """The reference's augmentation: a size x size crop anywhere, flipped half of the time."""
     return CropParams(top=rng.randint(0, height - size), left=rng.randint(0, width - size),
                       flip=flip and rng.random() < 0.5)
+
+
+TSN_SCALES = (1.0, 0.875, 0.75, 0.66)  # of the short side: 256, 224, 192, 168 on 256x340 frames
+MOTION_SCALES = TSN_SCALES[:3]
+
+
+def crop_sizes(short_side: int, input_size: int, scales: tuple[float, ...]) -> list[int]:
+    """The candidate crop sides; one within 3 pixels of the input size is snapped to it (as
+    TSN does), so that 224 crops of 256 frames need no resize."""
+    sizes = [int(short_side * s) for s in scales]
+    return [input_size if abs(s - input_size) < 3 else s for s in sizes]
+
+
+def fixed_offsets(height: int, width: int, crop_h: int, crop_w: int, positions: int = 5) -> list[tuple[int, int]]:
+    """(top, left) of TSN's fixed crop positions: 4 corners and the centre, or with
+    ``positions`` 13 also the edge middles and the quarter points."""
+    h, w = (height - crop_h) // 4, (width - crop_w) // 4
+    offsets = [(0, 0), (0, 4 * w), (4 * h, 0), (4 * h, 4 * w), (2 * h, 2 * w)]
+    if positions == 13:
+        offsets += [(2 * h, 0), (2 * h, 4 * w), (4 * h, 2 * w), (0, 2 * w),
+                    (h, w), (h, 3 * w), (3 * h, w), (3 * h, 3 * w)]
+    return offsets
+
+
+def multiscale_crop_params(height: int, width: int, input_size: int, rng: random.Random,
+                           scales: tuple[float, ...] = TSN_SCALES, positions: int = 5,
+                           max_distort: int = 1, flip: bool = True) -> CropParams:
+    """TSN's multi-scale corner crop with scale jittering: width and height each one of the
+    ``scales`` of the short side, at most ``max_distort`` steps apart, at a fixed position."""
+    sides = crop_sizes(min(height, width), input_size, scales)
+    pairs = [(h, w) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= max_distort]
+    crop_h, crop_w = pairs[rng.randrange(len(pairs))]
+    offsets = fixed_offsets(height, width, crop_h, crop_w, positions)
+    top, left = offsets[rng.randrange(len(offsets))]
+    return CropParams(top=top, left=left, flip=flip and rng.random() < 0.5, height=crop_h, width=crop_w)
 
 
 def fit_for_crop(img: Image.Image, size: int) -> Image.Image:
@@ -64,18 +103,28 @@ def fit_for_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def train_crop(img: Image.Image, size: int, params: CropParams) -> np.ndarray:
-    """Crop (and flip) a decoded frame; returns an HxW or HxWxC uint8 array (a view)."""
-    array = np.asarray(img)
-    array = array[params.top:params.top + size, params.left:params.left + size]
+    """Crop (and flip) a decoded frame; returns an HxW or HxWxC uint8 array of side ``size``.
+
+    A crop of the input size is a slice (a view); a multi-scale crop of another size is cut
+    and resized to ``size`` in one PIL call (bilinear, antialiased), on the crop's pixels only."""
+    height, width = params.height or size, params.width or size
+    if (height, width) == (size, size):
+        array = np.asarray(img)[params.top:params.top + size, params.left:params.left + size]
+    else:
+        box = (params.left, params.top, params.left + width, params.top + height)
+        array = np.asarray(img.resize((size, size), Image.BILINEAR, box=box))
     return array[:, ::-1] if params.flip else array
 
 
 def test_view(img: Image.Image, size: int, mode: str = "resize") -> np.ndarray:
     """Test-time view: the reference resizes the whole frame to size x size (default, keeps
     results comparable); ``center`` resizes the short side and takes the central square;
-    ``full`` keeps the decoded frame as it is, for a resize of the whole batch on the device."""
+    ``full`` keeps the decoded frame as it is, for a resize of the whole batch on the device;
+    ``crops`` too (upscaled if its short side is below ``size``), for test crops cut on the device."""
     if mode == "full":
         return np.asarray(img)
+    if mode == "crops":
+        return np.asarray(fit_for_crop(img, size))
     if mode == "resize":
         return np.asarray(img.resize((size, size), Image.BILINEAR))
     if mode == "center":
@@ -86,6 +135,50 @@ def test_view(img: Image.Image, size: int, mode: str = "resize") -> np.ndarray:
         top, left = (h - size) // 2, (w - size) // 2
         return np.asarray(img)[top:top + size, left:left + size]
     raise UserError(f"unknown test view {mode!r}; use 'resize', 'center' or 'full'")
+
+
+TEST_CROPS = (1, 3, 10)
+
+
+def multi_crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int, bool]]:
+    """(top, left, flipped) of the ``count`` test crops of side ``size``: 1 = the centre;
+    3 = the start, centre and end of the long side; 10 = the 4 corners and the centre, then
+    the same 5 flipped."""
+    if height < size or width < size:
+        raise ValueError(f"a {height}x{width} frame is smaller than the {size}x{size} test crop")
+    centre = ((height - size) // 2, (width - size) // 2)
+    if count == 1:
+        return [(*centre, False)]
+    if count == 3:
+        if width >= height:
+            return [(centre[0], left, False) for left in (0, centre[1], width - size)]
+        return [(top, centre[1], False) for top in (0, centre[0], height - size)]
+    if count == 10:
+        five = [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size), centre]
+        return [(t, l, False) for t, l in five] + [(t, l, True) for t, l in five]
+    raise ValueError(f"test crops must be one of {TEST_CROPS}, got {count}")
+
+
+class MultiCrop(torch.nn.Module):
+    """uint8 batch [B, C, H, W] of whole frames on the device -> [B * count, C, size, size],
+    the crops of each frame together. Each frame was decoded once; its crops are slices.
+    ``flow``: a flipped crop's x channels (0, 2, 4, ...) become 255 - x, negating the flow."""
+
+    def __init__(self, size: int, count: int, flow: bool = False):
+        super().__init__()
+        multi_crop_boxes(size, size, size, count)  # a bad count fails here, not in the first batch
+        self.size, self.count, self.flow = size, count, flow
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        crops = []
+        for top, left, flipped in multi_crop_boxes(batch.shape[-2], batch.shape[-1], self.size, self.count):
+            crop = batch[..., top:top + self.size, left:left + self.size]
+            if flipped:
+                crop = crop.flip(-1)
+                if self.flow:
+                    crop[:, 0::2] = 255 - crop[:, 0::2]  # flip() made a copy
+            crops.append(crop)
+        return torch.stack(crops, dim=1).flatten(0, 1)
 
 
 def rgb_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:

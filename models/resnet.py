@@ -26,6 +26,32 @@ class Classifier(nn.Linear):
         return super().forward(self.dropout(x))
 
 
+class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm that always normalises with its running statistics and never updates
+    them, also in training mode; its affine parameters are not trained. Same state dict
+    as nn.BatchNorm2d, so checkpoints load either way."""
+
+    def train(self, mode: bool = True) -> "FrozenStatsBatchNorm2d":
+        return super().train(False)
+
+
+def freeze_partial_bn(model: nn.Module) -> int:
+    """TSN's partial BN: every BatchNorm but the first (which adapts to the new input, e.g.
+    20 flow channels) keeps its ImageNet statistics and affine parameters. Returns how many
+    were frozen. Call before building the optimizer (and after SyncBatchNorm conversion)."""
+    norms = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for name, norm in norms[1:]:
+        frozen = FrozenStatsBatchNorm2d(norm.num_features, norm.eps, norm.momentum, norm.affine,
+                                        norm.track_running_stats)
+        frozen.load_state_dict(norm.state_dict())
+        frozen.to(device=norm.weight.device if norm.affine else None)
+        frozen.requires_grad_(False)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, frozen)
+    model.train(model.training)
+    return len(norms) - 1
+
+
 def cross_modality_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """Cross-modality pre-training (Wang et al., TSN): average an RGB first-conv weight
     (out, 3, k, k) over its input channels and replicate it to ``in_channels``."""

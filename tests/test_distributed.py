@@ -41,14 +41,15 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("dist"), clips=1, frames=13, size=(36, 44))
 
 
-def test_sharded_evaluation_equals_one_process(data, tmp_path):
+@pytest.mark.parametrize("crops", ["1", "10"])
+def test_sharded_evaluation_equals_one_process(data, tmp_path, crops):
     init = tmp_path / "init.pth"
     from models import build_model
     torch.manual_seed(1)
     torch.save(build_model("resnet18", 3, 20, "none").state_dict(), init)
     one, two = tmp_path / "one", tmp_path / "two"
-    launch([*common(data, one), "--evaluate", "--resume", str(init)], 1)
-    proc = launch([*common(data, two), "--evaluate", "--resume", str(init)], 2)
+    launch([*common(data, one), "--evaluate", "--test-crops", crops, "--resume", str(init)], 1)
+    proc = launch([*common(data, two), "--evaluate", "--test-crops", crops, "--resume", str(init)], 2)
     a = load_scores(one / "motion_video_preds.pickle")
     b = load_scores(two / "motion_video_preds.pickle")
     assert len(a) == 3 and a.keys() == b.keys()

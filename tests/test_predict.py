@@ -187,3 +187,37 @@ def test_bad_checkpoints(trained, tmp_path):
         run("--spatial", str(root / "motion" / "checkpoint.pth.tar"))
     with pytest.raises(UserError, match="give --spatial"):
         run()
+
+
+def test_tsn_recipe_end_to_end_train_evaluate_fuse_predict(trained, tmp_path):
+    """--recipe tsn: both streams train (multi-scale crops, partial BN, 3 segments), evaluate
+    with 25 positions x 10 crops, fuse with TSN's 1 : 1.5 weights taken from the score files,
+    and predict.py runs each checkpoint's stored protocol, agreeing with --evaluate."""
+    root, splits = trained
+    import average_fusion
+    common = ["--split-dir", str(splits), *TRAIN[:TRAIN.index("--test-frames")], "--device", "cpu", "--recipe", "tsn",
+              "--epochs", "1"]
+    spatial_cnn.main(spatial_cnn.parse_args(
+        ["--data-root", str(root / "frames"), "--output-dir", str(tmp_path / "spatial"), *common]))
+    motion_cnn.main(motion_cnn.parse_args(
+        ["--flow-root", str(root / "flow"), "--output-dir", str(tmp_path / "motion"), *common]))
+    ckpt = torch.load(tmp_path / "motion" / "checkpoint.pth.tar", weights_only=True)
+    assert (ckpt["args"]["recipe"], ckpt["args"]["test_frames"], ckpt["args"]["test_crops"]) == ("tsn", 25, 10)
+
+    report = average_fusion.main(average_fusion.get_args_parser().parse_args(
+        ["--spatial", str(tmp_path / "spatial" / "spatial_video_preds.pickle"),
+         "--motion", str(tmp_path / "motion" / "motion_video_preds.pickle"), "--split-dir", str(splits)]))
+    assert report["weights"] == {"spatial": 1.0, "motion": 1.5}
+
+    video = root / "data" / "videos" / "BlueUp" / "v_BlueUp_g01_c01.avi"
+    status, (record,) = run_predict(tmp_path, video, extra=(
+        "--spatial", str(tmp_path / "spatial" / "checkpoint.pth.tar"),
+        "--motion", str(tmp_path / "motion" / "checkpoint.pth.tar")))
+    assert status == 0
+    for stream in ("spatial", "motion"):  # the training run's own test pass: 25 positions x 10 crops
+        evaluated = load_scores(tmp_path / stream / f"{stream}_video_preds.pickle")[video.stem[2:]]
+        ours = np.array(record["streams"][stream]["scores"])
+        np.testing.assert_allclose(ours, evaluated, rtol=0, atol=1e-4 * np.abs(evaluated).max())
+    spatial, motion = (np.array(record["streams"][s]["scores"]) / 25 for s in ("spatial", "motion"))
+    fused = predict.softmax((spatial + 1.5 * motion) / 2.5)
+    assert record["topk"][0]["probability"] == pytest.approx(float(fused.max()), abs=1e-5)
