@@ -479,7 +479,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
                     nan_check_every: int = 10) -> tuple[Meters, int]:
     """Train until the loader ends or a stop is requested; returns (meters, steps done).
 
-    Items are [B, S, C, H, W]: S samples of each video (3 segments, or 1 stack) whose logits
+    Items are [B, S, C, H, W]: S samples of each video (--segments frames or stacks) whose logits
     are averaged before the loss (segment consensus)."""
     model.train()
     steps, new_samples = 0, 0

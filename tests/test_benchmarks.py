@@ -25,7 +25,7 @@ def test_bench_loader_and_bench_train(tmp_path):
               "--spatial-batch", "2", "--motion-batch", "2", "--test-batch", "8", "--steps", "1", "--workers", "1",
               "--ref-workers", "1", "--test-frames", "2")
     rows = [line.split() for line in out.splitlines() if line.startswith(("spatial ", "motion "))]
-    assert [row[0] for row in rows] == ["spatial", "motion"] and all(len(row) == 10 for row in rows)
+    assert [row[0] for row in rows] == ["spatial", "motion"] and all(len(row) == 13 for row in rows)
 
 
 def test_bench_flow():

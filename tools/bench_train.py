@@ -10,7 +10,10 @@ For each stream it prints, in samples (videos) per second for training and test 
       beside its two ceilings: pure inference on device tensors, and the machine's bare
       JPEG decode rate for the JPEGs one test sample needs (1 RGB / 20 flow), decoded by
       as many processes as the loader has workers;
-and the ratios b/a, b/c and d/min(ceilings).
+  (e) the same evaluation with --test-crops 10 (each frame decoded once, its 10 crops cut on
+      the device), in test samples (positions) per second;
+and the ratios b/a, b/c, d/min(ceilings), d/e (what 10 crops cost: at most 10, the inference
+ratio, when decoding is not the bottleneck) and e/min(inference/10, decode).
 
     python tools/bench_train.py                      # CPU defaults: small model and input
     python tools/bench_train.py --arch resnet101 --input-size 224 --workers 16 --ref-workers 8 \\
@@ -34,8 +37,8 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import engine  # noqa: E402
-from dataloader import (LAYOUTS, MotionDataset, SpatialDataset, build_loader, index_videos, load_split,  # noqa: E402
-                        motion_normalizer, spatial_normalizer, stream_sources)
+from dataloader import (LAYOUTS, MotionDataset, MultiCrop, SpatialDataset, build_loader, index_videos,  # noqa: E402
+                        load_split, motion_normalizer, spatial_normalizer, stream_sources)
 from models import build_model  # noqa: E402
 from tools.bench_loader import ReferenceMotion, ReferenceSpatial, endless  # noqa: E402
 from tools.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
@@ -218,6 +221,13 @@ def main() -> None:
         labels = torch.tensor([v.record.label for v in videos])
         d = timed_evaluation(model, test_loader, ctx, len(videos), split.num_classes, labels, args.test_frames)
         del test_loader
+        normalizer.resize = None
+        crops_set = make(videos, False, input_size=size, test_frames=args.test_frames, test_mode="crops")
+        crops_loader = build_loader(crops_set, max(1, test_batch // 10), train=False, workers=workers, pin_memory=cuda)
+        crops_ctx = engine.Context(device, normalizer, amp_dtype, engine.World(),
+                                   test_crops=MultiCrop(size, 10, flow=not spatial))
+        e = timed_evaluation(model, crops_loader, crops_ctx, len(videos), split.num_classes, labels, args.test_frames)
+        del crops_loader
         fake_test = (torch.randint(0, 256, (test_batch, channels, size, size), dtype=torch.uint8, device=device),
                      torch.zeros(test_batch, dtype=torch.long),
                      torch.zeros(test_batch, dtype=torch.long, device=device))
@@ -228,15 +238,17 @@ def main() -> None:
         jpegs_per_sample = 1 if spatial else 20
         decode = decode_rate(paths, workers) / jpegs_per_sample
         ceiling = min(inference, decode)
-        rows.append((stream, a, b, c, d, inference, decode, b / a, b / c, d / ceiling))
+        rows.append((stream, a, b, c, d, e, inference, decode, b / a, b / c, d / ceiling, d / e,
+                     e / min(inference / 10, decode)))
 
     print()
-    print(f"{'stream':8} {'(a) compute':>11} {'(b) e2e':>9} {'(c) ref':>9} {'(d) eval':>9} {'infer':>9} "
-          f"{'decode':>9} {'b/a':>6} {'b/c':>6} {'d/ceil':>6}")
-    for stream, a, b, c, d, inference, decode, ba, bc, dc in rows:
-        print(f"{stream:8} {a:11.1f} {b:9.1f} {c:9.1f} {d:9.1f} {inference:9.1f} {decode:9.1f} "
-              f"{ba:6.2f} {bc:6.2f} {dc:6.2f}")
-    print("training: videos/s; evaluation, inference, decode: test samples/s (frames or stacks)")
+    print(f"{'stream':8} {'(a) compute':>11} {'(b) e2e':>9} {'(c) ref':>9} {'(d) eval':>9} {'(e) 10crop':>10} "
+          f"{'infer':>9} {'decode':>9} {'b/a':>6} {'b/c':>6} {'d/ceil':>6} {'d/e':>6} {'e/ceil':>6}")
+    for stream, a, b, c, d, e, inference, decode, ba, bc, dc, de, ec in rows:
+        print(f"{stream:8} {a:11.1f} {b:9.1f} {c:9.1f} {d:9.1f} {e:10.1f} {inference:9.1f} {decode:9.1f} "
+              f"{ba:6.2f} {bc:6.2f} {dc:6.2f} {de:6.2f} {ec:6.2f}")
+    print("training: videos/s; evaluation, inference, decode: test samples/s (frames or stacks; a 10-crop sample "
+          "is 10 inputs)")
 
 
 if __name__ == "__main__":
