@@ -1,7 +1,7 @@
 """Fuse per-video score files of several streams by a weighted average; report top-1/top-5.
 
     python average_fusion.py [--spatial PATH] [--motion PATH] [--stream NAME=PATH ...]
-                             [--weights 1 1] [--split 1] [--split-dir DIR] [--json PATH]
+                             [--weights 1 1] [--split 1] [--split-dir DIR] [--split-format F] [--json PATH]
                              [--per-class CSV] [--confusion PNG] [--softmax]
 
 Score files: a pickle of {video_name: array of class scores} (this repo's or the reference
@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from dataloader.splits import DEFAULT_SPLIT_DIR, load_split
+from dataloader.splits import add_split_arguments, split_from_args
 from utils import (ScoreFileError, UserError, atomic_write, default_fusion_weights, load_score_info, load_scores,
                    run_cli)
 
@@ -31,8 +31,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="one weight per stream, in the order spatial, motion, --stream... (default all 1, or "
                         "TSN's 1 1.5 when both score files come from --recipe tsn)")
     p.add_argument("--softmax", action="store_true", help="turn each video's scores into probabilities first")
-    p.add_argument("--split", type=int, default=1)
-    p.add_argument("--split-dir", default=str(DEFAULT_SPLIT_DIR))
+    add_split_arguments(p)
     p.add_argument("--json", help="write {stream: {top1, top5}, ..., 'fusion': ..., 'videos': N} here")
     p.add_argument("--per-class", help="write per-class top-1 of each stream and of the fusion to this CSV")
     p.add_argument("--confusion", help="draw the fused confusion matrix to this PNG")
@@ -95,7 +94,7 @@ def fuse(args: argparse.Namespace) -> dict:
     streams = {name: load_scores(path) for name, path in paths.items()}
     videos, matrices = align(streams, paths)
 
-    split = load_split(args.split_dir, args.split)
+    split = split_from_args(args)
     label_of = {r.key: r.label for r in split.train + split.test}
     unknown = [v for v in videos if v not in label_of]
     if unknown:

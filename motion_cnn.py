@@ -41,7 +41,8 @@ MOTION = engine.Stream(
     dataset=lambda videos, train, args, test_mode: MotionDataset(
         videos, train, reference_order=args.reference_stack_order, input_size=args.input_size,
         test_frames=args.test_frames, test_mode=test_mode, stack_length=args.stack_length, segments=args.segments,
-        train_crop=args.train_crop, crop_scales=args.crop_scales, crop_positions=args.crop_positions),
+        train_crop=args.train_crop, crop_scales=args.crop_scales, crop_positions=args.crop_positions,
+        flip=args.flip),
     normalizer=lambda args, channels_last, resize: motion_normalizer(
         2 * args.stack_length, args.flow_mean, channels_last, resize),
     in_channels=lambda args: 2 * args.stack_length,

@@ -36,7 +36,7 @@ SPATIAL = engine.Stream(
     dataset=lambda videos, train, args, test_mode: SpatialDataset(
         videos, train, segments=args.segments, input_size=args.input_size, test_frames=args.test_frames,
         test_mode=test_mode, stack_length=args.stack_length, train_crop=args.train_crop,
-        crop_scales=args.crop_scales, crop_positions=args.crop_positions),
+        crop_scales=args.crop_scales, crop_positions=args.crop_positions, flip=args.flip),
     normalizer=lambda args, channels_last, resize: spatial_normalizer(channels_last, resize),
     in_channels=lambda args: 3,
     recipes=RECIPES,

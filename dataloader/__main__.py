@@ -9,15 +9,14 @@ from pathlib import Path
 from utils import UserError, run_cli
 
 from .index import LAYOUTS, build_index, resolve_layout, stream_sources
-from .splits import DEFAULT_SPLIT_DIR, load_split
+from .splits import add_split_arguments, split_from_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dataloader", description=__doc__)
     p.add_argument("--data-root", help="folder of RGB frames")
     p.add_argument("--flow-root", help="folder of optical flow frames")
-    p.add_argument("--split-dir", default=str(DEFAULT_SPLIT_DIR), help="folder of the split lists")
-    p.add_argument("--split", type=int, default=1)
+    add_split_arguments(p)
     p.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS))
     p.add_argument("--rgb-template"), p.add_argument("--flow-x-template"), p.add_argument("--flow-y-template")
     p.add_argument("--index-cache", help="folder for the frame index cache (default: none)")
@@ -29,7 +28,7 @@ def summarise(args: argparse.Namespace) -> tuple[dict, dict[str, list[str]]]:
     """The summary (the --json format) and a few names of missing videos per list."""
     if not args.data_root and not args.flow_root:
         raise UserError("give --data-root (RGB frames) and/or --flow-root (optical flow)")
-    split = load_split(args.split_dir, args.split)
+    split = split_from_args(args)
     layout = resolve_layout(args.layout, args.rgb_template, args.flow_x_template, args.flow_y_template)
     sources = []
     if args.data_root:

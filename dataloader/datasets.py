@@ -31,7 +31,7 @@ class _VideoDataset(Dataset):
     def __init__(self, videos: list[IndexedVideo], train: bool, input_size: int = 224,
                  test_frames: int = TEST_FRAMES, test_mode: str = "resize",
                  stack_length: int = STACK_LENGTH, segments: int = 1, train_crop: str = "random",
-                 crop_scales: tuple[float, ...] = TSN_SCALES, crop_positions: int = 5):
+                 crop_scales: tuple[float, ...] = TSN_SCALES, crop_positions: int = 5, flip: bool = True):
         if not videos:
             raise ValueError("a dataset needs at least one video")
         if train_crop not in TRAIN_CROPS:
@@ -41,6 +41,7 @@ class _VideoDataset(Dataset):
         self.input_size = input_size
         self.segments = segments
         self.train_crop, self.crop_scales, self.crop_positions = train_crop, tuple(crop_scales), crop_positions
+        self.flip = flip
         self.test_mode = test_mode
         self.stack_length = stack_length
         self.test_frames = test_frames
@@ -61,8 +62,9 @@ class _VideoDataset(Dataset):
 
     def _crop_params(self, height: int, width: int, rng: random.Random) -> CropParams:
         if self.train_crop == "multiscale":
-            return multiscale_crop_params(height, width, self.input_size, rng, self.crop_scales, self.crop_positions)
-        return random_crop_params(height, width, self.input_size, rng)
+            return multiscale_crop_params(height, width, self.input_size, rng, self.crop_scales, self.crop_positions,
+                                          flip=self.flip)
+        return random_crop_params(height, width, self.input_size, rng, flip=self.flip)
 
 
 class SpatialDataset(_VideoDataset):

@@ -258,6 +258,21 @@ def warn_uneven_flow(videos: list[IndexedVideo], what: str) -> None:
               f"the smaller count is used (re-run tools/compute_flow.py on them)", flush=True)
 
 
+def warn_listed_frames(videos: list[IndexedVideo], what: str) -> list[IndexedVideo]:
+    """A rawframe list (mmaction2) states each video's frame count: report the videos whose
+    folders hold another number (flow has one frame fewer than RGB, or as many); the disk's
+    count is what is used. Returns the mismatched videos."""
+    def agrees(video: IndexedVideo) -> bool:
+        listed = video.record.listed_frames
+        return listed is None or video.frames == listed or (len(video.sources) == 2 and video.frames == listed - 1)
+    wrong = [v for v in videos if not agrees(v)]
+    if wrong:
+        examples = ", ".join(f"{v.record.name} (list {v.record.listed_frames}, disk {v.frames})" for v in wrong[:3])
+        print(f"warning: {len(wrong)} {what} videos have another frame count on disk than in the list, e.g. "
+              f"{examples}; the counts on disk are used", flush=True)
+    return wrong
+
+
 def stream_sources(stream: str, layout: FrameLayout, data_root: str | Path | None = None,
                    flow_root: str | Path | None = None) -> list[tuple[str | Path, str]]:
     """The (root, template) pairs a stream reads: RGB for 'spatial', flow x and y for 'motion'."""
@@ -284,4 +299,5 @@ def index_videos(records: list[VideoRecord], what: str, sources: list[tuple[str 
     check_missing(missing, len(records), what, sorted({str(root) for root, _ in sources}), allow_missing)
     if warn:
         warn_uneven_flow(found, what)
+        warn_listed_frames(found, what)
     return found

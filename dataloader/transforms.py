@@ -137,13 +137,13 @@ def test_view(img: Image.Image, size: int, mode: str = "resize") -> np.ndarray:
     raise UserError(f"unknown test view {mode!r}; use 'resize', 'center' or 'full'")
 
 
-TEST_CROPS = (1, 3, 10)
+TEST_CROPS = (1, 3, 5, 10)
 
 
 def multi_crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int, bool]]:
     """(top, left, flipped) of the ``count`` test crops of side ``size``: 1 = the centre;
-    3 = the start, centre and end of the long side; 10 = the 4 corners and the centre, then
-    the same 5 flipped."""
+    3 = the start, centre and end of the long side; 5 = the 4 corners and the centre; 10 =
+    those 5, then the same 5 flipped."""
     if height < size or width < size:
         raise ValueError(f"a {height}x{width} frame is smaller than the {size}x{size} test crop")
     centre = ((height - size) // 2, (width - size) // 2)
@@ -153,9 +153,9 @@ def multi_crop_boxes(height: int, width: int, size: int, count: int) -> list[tup
         if width >= height:
             return [(centre[0], left, False) for left in (0, centre[1], width - size)]
         return [(top, centre[1], False) for top in (0, centre[0], height - size)]
-    if count == 10:
+    if count in (5, 10):
         five = [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size), centre]
-        return [(t, l, False) for t, l in five] + [(t, l, True) for t, l in five]
+        return [(t, l, False) for t, l in five] + [(t, l, True) for t, l in five if count == 10]
     raise ValueError(f"test crops must be one of {TEST_CROPS}, got {count}")
 
 

@@ -304,3 +304,16 @@ def test_multistep_schedule_resumes_on_its_milestones():
         optimizer.step()
         scheduler.step()
     assert rates == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_no_flip_never_flips_and_drops_the_flipped_test_crops(tmp_path):
+    videos = _uniform_videos(tmp_path)["motion"]
+    for mode in ("random", "multiscale"):
+        flips = {flip: {MotionDataset(videos, True, input_size=32, train_crop=mode, flip=flip, stack_length=4)
+                        ._crop_params(50, 60, random.Random(seed)).flip for seed in range(100)}
+                 for flip in (True, False)}
+        assert flips == {True: {True, False}, False: {False}}
+    assert motion_cnn.parse_args(["--recipe", "tsn", "--no-flip"]).test_crops == 5  # the recipe's 10, unflipped
+    assert multi_crop_boxes(256, 340, 224, 5) == multi_crop_boxes(256, 340, 224, 10)[:5]
+    with pytest.raises(SystemExit):
+        motion_cnn.parse_args(["--no-flip", "--test-crops", "10"])

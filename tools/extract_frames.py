@@ -1,10 +1,10 @@
 """Extract RGB JPEG frames from videos, in the data layer's default layout.
 
     python tools/extract_frames.py VIDEO_DIR OUT_DIR [--every N] [--size 256 340] [--workers N]
-                                   [--quality 90] [--list FILE]
+                                   [--quality 90] [--list FILE [--split-format ucf101|hmdb51|mmaction]]
 
 VIDEO_DIR is searched recursively for videos (UCF101: ``UCF-101/Class/v_Class_gXX_cYY.avi``),
-or ``--list`` names them (one path relative to VIDEO_DIR a line; UCF101 split lists work).
+or ``--list`` names them (a UCF101 split list, an HMDB51 split file or an mmaction2 video list).
 Each video becomes ``OUT_DIR/<video name>/frame000001.jpg ...``. Decoding through OpenCV's
 videoio (FFmpeg). Parallel over videos, resumable (finished videos are skipped, half-written
 ones redone); videos that cannot be decoded are listed at the end and the exit status is 1.
@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataloader.index import LAYOUTS  # noqa: E402
+from dataloader.splits import SPLIT_FORMATS, listed_videos  # noqa: E402
 
 from tools.jobs import VIDEO_EXTENSIONS, finish_partial, report, run_jobs, start_partial  # noqa: E402
 from utils import UserError, default_workers, run_cli  # noqa: E402
@@ -36,14 +37,13 @@ class FrameJob:
     size: tuple[int, int] | None  # (height, width)
     quality: int
 
-def find_videos(video_dir: Path, list_file: str | None = None) -> list[Path]:
-    """Videos under ``video_dir``: from a list file (first column, relative paths), or all
-    files with a video extension, recursively."""
+def find_videos(video_dir: Path, list_file: str | None = None, split_format: str | None = None) -> list[Path]:
+    """Videos under ``video_dir``: from a list file (paths relative to ``video_dir``, see
+    dataloader.splits.listed_videos), or all files with a video extension, recursively."""
     if not video_dir.is_dir():
         raise UserError(f"video folder not found: {video_dir}")
     if list_file:
-        lines = [line.split()[0] for line in Path(list_file).read_text().splitlines() if line.strip()]
-        return [video_dir / line for line in lines]
+        return [video_dir / line for line in listed_videos(list_file, split_format)]
     return sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
 
 def resize_frame(frame, size: tuple[int, int] | None):
@@ -100,13 +100,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="output frame size; 0 0 keeps the video's size")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality")
     p.add_argument("--workers", type=int, default=default_workers() + 1)
-    p.add_argument("--list", help="file listing the videos to extract, relative to VIDEO_DIR")
+    p.add_argument("--list", help="file listing the videos to extract, relative to VIDEO_DIR: a UCF101 list, an "
+                                  "HMDB51 <class>_test_splitN.txt (its videos in VIDEO_DIR/<class>/) or an mmaction2 "
+                                  "video list")
+    p.add_argument("--split-format", choices=SPLIT_FORMATS, default=None,
+                   help="the --list's format (default: hmdb51 for *_test_splitN.txt names, else a path a line)")
     return p
 
 def main(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise UserError("--every must be 1 or more")
-    videos = find_videos(args.video_dir, args.list)
+    videos = find_videos(args.video_dir, args.list, args.split_format)
     if not videos:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {args.video_dir}")
     size = None if args.size == [0, 0] else tuple(args.size)

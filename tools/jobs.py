@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+from dataloader.class_folders import VIDEO_EXTENSIONS  # noqa: F401  (re-exported for the tools)
 
 
 def partial_folder(final: Path) -> Path:

@@ -1,0 +1,113 @@
+"""Split lists for your own videos in class folders, ``VIDEO_DIR/<class>/<video>`` (the layout
+torchvision's and Kinetics' tools use): stratified per class, group-aware, written in
+UCF101's list format so that every script reads them unchanged. No torch here.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils import UserError, atomic_write
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+
+
+@dataclass(frozen=True)
+class FolderVideo:
+    class_name: str
+    filename: str  # inside the class folder
+    group: str     # videos of one class and group always land on the same side
+
+    @property
+    def stem(self) -> str:
+        return self.filename.rsplit(".", 1)[0]
+
+
+def scan_class_folders(video_dir: Path, group_pattern: str | None = None) -> dict[str, list[FolderVideo]]:
+    """{class: videos} for every sub-folder of ``video_dir``. ``group_pattern``: a regular
+    expression searched in each file name (its first group, or the whole match, names the
+    group within the class, e.g. UCF101's ``_g(\\d+)_``: one actor); without a match a video
+    is its own group."""
+    if not video_dir.is_dir():
+        raise UserError(f"video folder not found: {video_dir}")
+    regex = re.compile(group_pattern) if group_pattern else None
+    folders = sorted(p for p in video_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise UserError(f"{video_dir} has no class folders\n  fix: put each class's videos in VIDEO_DIR/<class>/")
+    classes, owner = {}, {}
+    for folder in folders:
+        files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not files:
+            raise UserError(f"class folder {folder} has no videos ({', '.join(VIDEO_EXTENSIONS)})\n"
+                            f"  fix: add videos or remove the folder")
+        for name in [folder.name, *files]:
+            if re.search(r"\s", name):
+                raise UserError(f"{folder / name if name != folder.name else folder}: a name with whitespace "
+                                f"cannot go into a split list\n  fix: rename it (e.g. spaces to underscores)")
+        videos = []
+        for filename in files:
+            stem = filename.rsplit(".", 1)[0]
+            if stem in owner:
+                raise UserError(f"two videos are named {stem}: in {owner[stem]} and {folder.name}\n  fix: frame "
+                                f"folders are named after the video file, so names must be unique: rename one")
+            owner[stem] = folder.name
+            match = regex.search(filename) if regex else None
+            group = (match.group(1) if match.groups() else match.group(0)) if match else stem
+            videos.append(FolderVideo(folder.name, filename, group))
+        classes[folder.name] = videos
+    return classes
+
+
+def assign_splits(classes: dict[str, list[FolderVideo]], test_fraction: float, splits: int = 1,
+                  seed: int = 0) -> list[dict[str, tuple[list[FolderVideo], list[FolderVideo]]]]:
+    """For each split, {class: (train, test)}: each class's test part holds about
+    ``test_fraction`` of its videos (within one group's size), taken group by group (a group
+    is never on both sides). The group order is shuffled once per class (seeded) and each
+    split starts at another place in it, so that the splits' test parts overlap as little as
+    they can."""
+    result = []
+    for k in range(splits):
+        split = {}
+        for class_name, videos in classes.items():
+            side: dict[str, str] = {}
+            groups = sorted({v.group for v in videos})
+            random.Random(f"{seed}:{class_name}").shuffle(groups)
+            start = k * len(groups) // splits
+            size = {g: sum(v.group == g for v in videos) for g in groups}
+            target = round(test_fraction * len(videos))
+            in_test = 0
+            for group in groups[start:] + groups[:start]:
+                # take a group when that brings the test count closer to the target
+                take = in_test < target and (in_test + size[group] - target) <= (target - in_test)
+                side[group] = "test" if take else "train"
+                in_test += size[group] if take else 0
+            split[class_name] = ([v for v in videos if side[v.group] == "train"],
+                                 [v for v in videos if side[v.group] == "test"])
+        result.append(split)
+    return result
+
+
+def write_split_lists(out_dir: Path, splits: list[dict[str, tuple[list[FolderVideo], list[FolderVideo]]]]) -> None:
+    """classInd.txt, trainlistNN.txt and testlistNN.txt (UCF101's format) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = list(splits[0])
+    with atomic_write(out_dir / "classInd.txt", "w") as f:
+        f.write("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    for k, split in enumerate(splits, start=1):
+        with atomic_write(out_dir / f"trainlist{k:02d}.txt", "w") as f:
+            f.write("".join(f"{c}/{v.filename} {i + 1}\n" for i, c in enumerate(classes) for v in split[c][0]))
+        with atomic_write(out_dir / f"testlist{k:02d}.txt", "w") as f:
+            f.write("".join(f"{c}/{v.filename}\n" for c in classes for v in split[c][1]))
+
+
+def too_few(classes: dict[str, list[FolderVideo]], test_fraction: float) -> list[str]:
+    """Classes whose videos (or groups) are too few to give both sides at this fraction."""
+    out = []
+    for name, videos in classes.items():
+        target = round(test_fraction * len(videos))
+        groups = len({v.group for v in videos})
+        if target == 0 or target == len(videos) or groups < 2:
+            out.append(f"{name} ({len(videos)} videos, {groups} groups)")
+    return out

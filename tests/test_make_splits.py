@@ -1,0 +1,96 @@
+"""tools/make_splits.py: split lists for videos in class folders."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dataloader.class_folders import assign_splits, scan_class_folders
+from dataloader.splits import load_split
+from tools import make_splits
+from utils import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_folders(root: Path, counts: dict[str, int], group_size: int = 1) -> Path:
+    """Empty stand-ins for videos (make_splits reads names only): class folders of
+    ``v_<Class>_gNN_cMM.mp4``, ``group_size`` clips a group."""
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            (root / cls / f"v_{cls}_g{i // group_size + 1:02d}_c{i % group_size + 1:02d}.mp4").touch()
+    return root
+
+
+def run(video_dir: Path, out: Path, *extra: str) -> str:
+    proc = subprocess.run([sys.executable, "tools/make_splits.py", str(video_dir), str(out), *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("group_size", [1, 4])
+def test_every_video_on_one_side_fractions_and_groups(tmp_path, group_size):
+    counts = {"Archery": 40, "Bowling": 23, "Cycling": 17, "Diving": 64}
+    videos = make_folders(tmp_path / "videos", counts, group_size)
+    pattern = ["--group-pattern", r"_g(\d+)_"] if group_size > 1 else []
+    out = run(videos, tmp_path / "splits", "--test-fraction", "0.3", "--splits", "3", *pattern)
+    assert "4 classes, 144 videos" in out and "Diving" in out
+    for k in (1, 2, 3):
+        split = load_split(tmp_path / "splits", k)  # read back by the scripts' own reader
+        train, test = {r.name for r in split.train}, {r.name for r in split.test}
+        everything = {p.stem for p in videos.rglob("*.mp4")}
+        assert not train & test and train | test == everything  # each video exactly once
+        for cls, n in counts.items():
+            n_test = sum(r.class_name == cls for r in split.test)
+            assert abs(n_test - 0.3 * n) <= group_size, (cls, n_test)
+            assert all(r.label == split.classes.index(cls) for r in split.train + split.test if r.class_name == cls)
+        groups = lambda records: {(r.class_name, r.group) for r in records}  # noqa: E731
+        assert not groups(split.train) & groups(split.test)  # no group on both sides
+
+
+def test_same_seed_same_lists_and_splits_differ(tmp_path):
+    videos = make_folders(tmp_path / "videos", {"A": 30, "B": 30})
+    run(videos, tmp_path / "one", "--seed", "3")
+    run(videos, tmp_path / "two", "--seed", "3")
+    run(videos, tmp_path / "three", "--seed", "4")
+    for name in ("classInd.txt", "trainlist01.txt", "testlist02.txt"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert (tmp_path / "one" / "testlist01.txt").read_text() != (tmp_path / "three" / "testlist01.txt").read_text()
+    tests = [set((tmp_path / "one" / f"testlist0{k}.txt").read_text().split()) for k in (1, 2, 3)]
+    assert len(tests[0] & tests[1]) < len(tests[0]) / 2  # the splits test on different videos
+
+
+def test_groups_keep_their_videos_together(tmp_path):
+    classes = scan_class_folders(make_folders(tmp_path / "v", {"A": 12, "B": 12}, group_size=3), r"_g(\d+)_")
+    assert {v.group for v in classes["A"]} == {"01", "02", "03", "04"}
+    for seed in range(5):
+        (split,) = assign_splits(classes, 0.5, 1, seed=seed)
+        for train, test in split.values():
+            assert not {v.group for v in train} & {v.group for v in test}
+            assert len(test) == 6
+
+
+def test_bad_folders_are_one_clear_message(tmp_path, capsys):
+    videos = make_folders(tmp_path / "videos", {"A": 5, "B": 5})
+    (videos / "Empty").mkdir()
+    args = make_splits.get_args_parser().parse_args([str(videos), str(tmp_path / "out")])
+    with pytest.raises(UserError, match=r"class folder .*Empty has no videos"):
+        make_splits.main(args)
+    (videos / "Empty").rmdir()
+    (videos / "B" / "v_A_g01_c01.mp4").touch()
+    with pytest.raises(UserError, match="two videos are named v_A_g01_c01: in A and B"):
+        make_splits.main(args)
+    (videos / "B" / "v_A_g01_c01.mp4").unlink()
+    (videos / "B" / "with space.mp4").touch()
+    with pytest.raises(UserError, match="whitespace"):
+        make_splits.main(args)
+    (videos / "B" / "with space.mp4").unlink()
+    (videos / "Tiny").mkdir()
+    (videos / "Tiny" / "only.mp4").touch()
+    assert make_splits.main(args) == 0
+    assert re.search(r"warning: 1 classes have too few videos .*Tiny \(1 videos", capsys.readouterr().err)

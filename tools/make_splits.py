@@ -1,0 +1,56 @@
+"""Write UCF101-format split lists for your own videos in class folders.
+
+    python tools/make_splits.py VIDEO_DIR OUT_DIR [--test-fraction 0.3] [--splits 3]
+                                [--group-pattern REGEX] [--seed 0]
+
+VIDEO_DIR/<class>/<video> becomes OUT_DIR/classInd.txt, trainlistNN.txt and testlistNN.txt,
+which spatial_cnn.py, motion_cnn.py and average_fusion.py read unchanged (--split-dir OUT_DIR).
+Stratified per class; videos whose names give the same group under --group-pattern (e.g.
+UCF101's '_g(\\d+)_', one actor of a class) always land on the same side. The same seed gives the same lists.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dataloader.class_folders import assign_splits, scan_class_folders, too_few, write_split_lists  # noqa: E402
+from utils import UserError, run_cli  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video_dir", type=Path, help="folder of class folders of videos")
+    p.add_argument("out_dir", type=Path, help="where the split lists go (the scripts' --split-dir)")
+    p.add_argument("--test-fraction", type=float, default=0.3, help="share of each class's videos in the test list")
+    p.add_argument("--splits", type=int, default=3, help="how many splits (test parts overlap as little as they can)")
+    p.add_argument("--group-pattern", help="regular expression whose first group (or match) names a video's group")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if not 0 < args.test_fraction < 1 or args.splits < 1:
+        raise UserError("--test-fraction must be between 0 and 1 and --splits at least 1")
+    classes = scan_class_folders(args.video_dir, args.group_pattern)
+    splits = assign_splits(classes, args.test_fraction, args.splits, args.seed)
+    write_split_lists(args.out_dir, splits)
+    print(f"{'class':30} {'videos':>6} {'groups':>6} " + " ".join(f"{'train/test ' + str(k + 1):>14}"
+                                                                  for k in range(len(splits))))
+    for name, videos in classes.items():
+        counts = " ".join(f"{len(s[name][0]):>9}/{len(s[name][1]):<4}" for s in splits)
+        print(f"{name:30} {len(videos):6d} {len({v.group for v in videos}):6d} {counts}")
+    total = sum(len(v) for v in classes.values())
+    print(f"{len(classes)} classes, {total} videos; lists written to {args.out_dir}")
+    short = too_few(classes, args.test_fraction)
+    if short:
+        print(f"warning: {len(short)} classes have too few videos or groups for a test fraction of "
+              f"{args.test_fraction}, so one side gets none of them: {', '.join(short[:5])}"
+              f"{' ...' if len(short) > 5 else ''}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(get_args_parser().parse_args()))
