@@ -2,15 +2,14 @@
 
     python demo.py [--output-dir demo_out] [--epochs 30] [--workers 2] [--recipe reference|tsn]
 
-Runs the project's own commands one after the other, nothing special-cased: write the
-synthetic videos (tools/make_demo_data.py), extract frames (tools/extract_frames.py),
-compute TV-L1 flow (tools/compute_flow.py), train and evaluate the spatial and the motion
-stream (spatial_cnn.py, motion_cnn.py; ResNet-18 at 48x48 from scratch), fuse them
-(average_fusion.py) and print the table. Leaves OUTPUT_DIR/fusion.json. ``--recipe tsn`` trains
-and tests both streams with the TSN recipe's crops, partial BN, segments and 10-crop testing
-(the demo's own learning rate, schedule and epochs stay: these small models learn from scratch). The classes are
-(colour, up/down) pairs, so each stream alone can only be right about half or a third of
-the time, and only the fusion tells the class.
+Writes the synthetic videos (tools/make_demo_data.py), then runs ``pipeline.py`` on them,
+the command a user runs on real videos, nothing special-cased: frames, TV-L1 flow, the
+spatial and the motion stream (ResNet-18 at 48x48 from scratch), their evaluation and the
+fusion; then prints the table. Leaves OUTPUT_DIR/fusion.json. The classes are (colour,
+up/down) pairs, so each stream alone can only be right about half or a third of the time, and
+only the fusion tells the class. ``--recipe tsn`` trains and tests both streams with the TSN
+recipe's crops, partial BN, segments and 10-crop testing (the demo's own learning rate,
+schedule and epochs stay: these small models learn from scratch).
 """
 from __future__ import annotations
 
@@ -40,8 +39,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--progress", action="store_true", help="show the progress bars of every step")
-    p.add_argument("--recipe", default="reference", choices=["reference", "tsn"],
-                   help="the streams' --recipe (evaluation takes it from the checkpoints)")
+    p.add_argument("--recipe", default="reference", choices=["reference", "tsn"], help="the streams' --recipe")
     args = p.parse_args()
 
     out = args.output_dir.resolve()
@@ -49,29 +47,14 @@ def main() -> None:
     env = dict(os.environ)
     if not args.progress:
         env["TQDM_DISABLE"] = "1"
-    workers = str(args.workers)
-    train = ["--split-dir", str(data / "splits"), "--arch", "resnet18", "--pretrained", "none", "--input-size", "48",
-             "--batch-size", "8", "--lr", "0.01", "--lr-scheduler", "cosine", "--epochs", str(args.epochs),
-             "--workers", "1", "--device", "cpu", "--recipe", args.recipe]
-    spatial = ["spatial_cnn.py", "--data-root", str(data / "frames"), "--output-dir", str(out / "spatial")]
-    motion = ["motion_cnn.py", "--flow-root", str(data / "flow"), "--output-dir", str(out / "motion")]
-
+    train = ["--arch", "resnet18", "--pretrained", "none", "--input-size", "48", "--batch-size", "8", "--lr", "0.01",
+             "--lr-scheduler", "cosine", "--epochs", str(args.epochs), "--device", "cpu"]
     started = time.time()
     run("synthetic videos", ["tools/make_demo_data.py", str(data)], env)
-    run("frames", ["tools/extract_frames.py", str(data / "videos"), str(data / "frames"), "--size", "48", "64",
-                   "--workers", workers], env)
-    run("TV-L1 optical flow", ["tools/compute_flow.py", str(data / "frames"), str(data / "flow"),
-                               "--method", "tvl1", "--workers", workers], env)
-    # --overwrite: a demo run again replaces its own earlier results
-    run("train the spatial stream", [*spatial, *train, "--overwrite"], env)
-    run("train the motion stream", [*motion, *train, "--overwrite"], env)
-    run("evaluate the spatial stream", [*spatial, *train, "--evaluate", "--resume",
-                                        str(out / "spatial" / "model_best.pth.tar")], env)
-    run("evaluate the motion stream", [*motion, *train, "--evaluate", "--resume",
-                                       str(out / "motion" / "model_best.pth.tar")], env)
-    run("fuse", ["average_fusion.py", "--spatial", str(out / "spatial" / "spatial_video_preds.pickle"),
-                 "--motion", str(out / "motion" / "motion_video_preds.pickle"), "--split-dir", str(data / "splits"),
-                 "--json", str(out / "fusion.json"), "--confusion", str(out / "confusion.png")], env)
+    # --restart: a demo run again replaces its own earlier results
+    run("pipeline", ["pipeline.py", str(data / "videos"), str(out), "--split-dir", str(data / "splits"),
+                     "--size", "48", "64", "--flow-method", "tvl1", "--workers", str(args.workers),
+                     "--recipe", args.recipe, "--restart", *train], env)
 
     report = json.loads((out / "fusion.json").read_text())
     print(f"\n{'stream':10} {'top-1':>7} {'top-5':>7}   ({report['videos']} test videos, chance 16.7%)")

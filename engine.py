@@ -29,8 +29,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from dataloader import (LAYOUTS, DEFAULT_SPLIT_DIR, TEST_CROPS, TEST_FRAMES, TRAIN_CROPS, IndexedVideo, InputNormalizer,
-                        MultiCrop, build_loader, holdout_groups, index_videos, load_split, resolve_layout)
+from dataloader import (LAYOUTS, TEST_CROPS, TEST_FRAMES, TRAIN_CROPS, IndexedVideo, InputNormalizer,
+                        MultiCrop, build_loader, holdout_groups, index_videos, resolve_layout)
+from dataloader.splits import add_split_arguments, groups_are_videos, split_from_args
 from models import ARCHS, build_model, freeze_partial_bn, load_torch_file, normalize_keys, pretrained_name
 from utils import (CsvLogger, UserError, atomic_write, check_finite_scores, check_writable_dir,
                    remove_stale_temporaries, save_score_info, save_scores)
@@ -71,8 +72,7 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                    help="reference: the two-stream reference's protocol; tsn: TSN's training and test choices "
                         "(see the README's table); flags given explicitly win over the recipe")
     data = p.add_argument_group("data")
-    data.add_argument("--split-dir", default=str(DEFAULT_SPLIT_DIR), help="folder of the split lists")
-    data.add_argument("--split", type=int, default=1, help="split number (1-3 for UCF101)")
+    add_split_arguments(data)
     data.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS), help="frame layout preset")
     data.add_argument("--rgb-template", help="free RGB frame template, e.g. '{video}/img_{idx:05d}.jpg'")
     data.add_argument("--flow-x-template", help="free flow x template")
@@ -87,8 +87,8 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                       help="test input with --test-crops 1: whole frame resized (reference) or center crop")
     data.add_argument("--test-crops", type=int, default=1, choices=TEST_CROPS,
                       help="crops per test position, cut on the device from the frame as stored: 1 = --test-view; "
-                           "3 = start, centre and end of the long side; 10 = 4 corners + centre and their flips "
-                           "(TSN); a position's score is the mean over its crops")
+                           "3 = start, centre and end of the long side; 5 = 4 corners + centre; 10 = those and "
+                           "their flips (TSN); a position's score is the mean over its crops")
     data.add_argument("--train-crop", default="random", choices=TRAIN_CROPS,
                       help="training crop: random = an --input-size crop anywhere (reference); multiscale = TSN's "
                            "corner crops of --crop-scales of the short side with aspect jitter, resized to "
@@ -98,18 +98,22 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                            "the motion stream the first three)")
     data.add_argument("--crop-positions", type=int, default=5, choices=[5, 13],
                       help="multiscale: 4 corners + centre, or TSN's 13 positions")
+    data.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                      help="random horizontal flips in training (and the flipped test crops); --no-flip for data "
+                           "where left and right matter")
     data.add_argument("--workers", type=int, default=None, help="loader processes (default: cores - 1, max 16)")
     data.add_argument("--holdout-groups", type=int, default=0,
-                      help="hold out this many whole groups (gXX) of the training list as a validation set "
-                           "for model selection and the scheduler (default 0: select on the test list, "
-                           "as the reference)")
+                      help="hold out this many whole groups (UCF101's gXX, HMDB51's films) of the training list "
+                           "as a validation set for model selection and the scheduler (default 0: select on the "
+                           "test list, as the reference)")
 
     model = p.add_argument_group("model")
     model.add_argument("--arch", default="resnet101", choices=ARCHS)
     model.add_argument("--pretrained", default="imagenet",
                        help="imagenet (= imagenet-v1, torchvision's IMAGENET1K_V1, the reference's) | imagenet-v2 | "
                             "none | PATH to a state dict")
-    model.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier (TSN: 0.8 RGB, 0.7 flow)")
+    model.add_argument("--dropout", type=float, default=0.0,
+                       help="dropout before the classifier (TSN: 0.8 RGB, 0.7 flow)")
     model.add_argument("--partial-bn", action=argparse.BooleanOptionalAction, default=False,
                        help="TSN's partial BN: every BatchNorm but the first keeps its statistics and affine "
                             "parameters (frozen) in training")
@@ -118,7 +122,8 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     train.add_argument("--output-dir", default=f"record/{stream}", help="checkpoints, logs, score file")
     train.add_argument("--epochs", type=int, default=50)
     train.add_argument("--batch-size", type=int, default=32, help="videos per step and process")
-    train.add_argument("--test-batch-size", type=int, default=None, help="model inputs per evaluation batch (frames x test crops); default max(64, 4 x batch size)")
+    train.add_argument("--test-batch-size", type=int, default=None,
+                       help="model inputs per evaluation batch (frames x test crops); default max(64, 4 x batch size)")
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)
@@ -131,7 +136,8 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     train.add_argument("--clip-grad-norm", type=float, default=None,
                        help="clip the gradients' total norm to this (TSN: 20); default no clipping")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate)")
+    train.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate); 'auto': the "
+                                                     "run in --output-dir if it has a checkpoint, else a fresh one")
     train.add_argument("--start-epoch", type=int, default=None, help="override the checkpoint's epoch")
     train.add_argument("--evaluate", action="store_true", help="only run the test pass and write the score file")
     train.add_argument("--overwrite", action="store_true",
@@ -199,6 +205,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     apply_recipe(args, (recipes or {}).get(args.recipe, {}))
     problems = [f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}"
                 for name, (ok, what) in _NUMERIC_CHECKS.items() if hasattr(args, name) and not ok(getattr(args, name))]
+    if getattr(args, "test_crops", 1) == 10 and not getattr(args, "flip", True):
+        if "test_crops" in args.explicit:
+            problems.append("--test-crops 10 includes flipped crops, which --no-flip rules out: use --test-crops 5")
+        else:
+            args.test_crops = 5  # the recipe's 10 crops without their flips
     if problems:
         parser.error("; ".join(problems))
     return args
@@ -733,6 +744,11 @@ def run(args: argparse.Namespace, stream: Stream) -> dict | None:
     try:
         device = resolve_device(args, world)
         output_dir = Path(args.output_dir)
+        args.auto_resumed = args.resume == "auto"
+        if args.auto_resumed:  # continue the run in --output-dir if it has a checkpoint, else start afresh
+            latest = output_dir / "checkpoint.pth.tar"
+            args.resume = str(latest) if latest.is_file() else ""
+            args.overwrite = args.overwrite or not args.resume
         if world.is_main:  # before any data is read: a bad folder must not cost an epoch
             folder = OutputFolder(output_dir, stream.score_file, bool(args.resume), args.overwrite)
         ckpt = _load_resume_checkpoint(args, world, stream)
@@ -769,7 +785,10 @@ def _load_resume_checkpoint(args: argparse.Namespace, world: World, stream: Stre
 
 
 def _build_data(args: argparse.Namespace, stream: Stream, world: World, output_dir: Path, cuda: bool) -> Data:
-    split = load_split(args.split_dir, args.split)
+    split = split_from_args(args)
+    if world.is_main:  # the label order of this run's scores and checkpoints, for any split format
+        with atomic_write(output_dir / "classInd.txt", "w") as f:
+            f.write("".join(f"{i + 1} {name}\n" for i, name in enumerate(split.classes)))
     layout = resolve_layout(args.layout, args.rgb_template, args.flow_x_template, args.flow_y_template)
     sources = stream.sources(args, layout)
 
@@ -780,6 +799,9 @@ def _build_data(args: argparse.Namespace, stream: Stream, world: World, output_d
     train_records, val_records = split.train, []
     if args.holdout_groups:
         train_records, val_records = holdout_groups(split.train, args.holdout_groups)
+        if groups_are_videos(split.train):
+            _log(world, "--holdout-groups: the video names give no groups (UCF101's gXX, HMDB51's films), "
+                        "so each video is its own group")
     train_videos = index(train_records, "train") if not args.evaluate else []
     val_videos = index(val_records, "validation") if val_records and not args.evaluate else []
     device_resize = (cuda if args.device_resize is None else args.device_resize) and args.test_view == "resize"
@@ -865,7 +887,7 @@ def _checkpoint(args: argparse.Namespace, stream: Stream, data: Data, t: Trainin
     rng = {"torch": torch.get_rng_state()}
     if t.ctx.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(t.ctx.device)
-    saved_args = {k: v for k, v in vars(args).items() if k != "explicit"}
+    saved_args = {k: v for k, v in vars(args).items() if k not in ("explicit", "auto_resumed")}
     return {"format": CHECKPOINT_FORMAT, "stream": stream.name, "arch": args.arch,
             "num_classes": data.split.num_classes, "in_channels": stream.in_channels(args),
             "class_names": list(data.split.classes), "args": saved_args,
@@ -928,6 +950,9 @@ def _evaluate_only(args, stream: Stream, world: World, output_dir: Path, data: D
 def _train(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training) -> dict | None:
     """The epoch loop: train, evaluate on the selection set, step the schedule, log, save."""
     if t.start_epoch >= args.epochs:
+        if args.auto_resumed:
+            _log(world, f"{args.resume} has finished its {t.start_epoch} epochs: nothing to train")
+            return None
         raise UserError(f"{args.resume} has finished {t.start_epoch} epochs and --epochs is {args.epochs}: "
                         f"nothing to train\n  fix: pass --epochs larger than {t.start_epoch} to train more, or "
                         f"--evaluate")
