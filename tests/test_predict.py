@@ -24,8 +24,11 @@ TRAIN = ["--arch", "resnet18", "--pretrained", "none", "--input-size", "40", "--
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    return train_models(tmp_path_factory.mktemp("predict"))
+
+
+def train_models(root):
     """Synthetic videos -> frames -> Farneback flow -> two streams trained for a few seconds."""
-    root = tmp_path_factory.mktemp("predict")
     splits = make_demo_data(root / "data", seed=1, frames=20, videos_per_class=8)
     # every video in the training list, so that a few seconds of training fit them (the test is
     # about the inference pipeline, not about generalisation)
@@ -221,3 +224,16 @@ def test_tsn_recipe_end_to_end_train_evaluate_fuse_predict(trained, tmp_path):
     spatial, motion = (np.array(record["streams"][s]["scores"]) / 25 for s in ("spatial", "motion"))
     fused = predict.softmax((spatial + 1.5 * motion) / 2.5)
     assert record["topk"][0]["probability"] == pytest.approx(float(fused.max()), abs=1e-5)
+
+
+def test_short_videos_give_the_scores_recorded_before_streaming(trained):
+    """tests/data/predict_record.json was written by the whole-video predict.py, before it
+    streamed its frames: the same checkpoints (trained identically) give the same scores."""
+    from tests.predict_record import RECORD, predict_scores
+    root, _ = trained
+    recorded = json.loads(RECORD.read_text())
+    now = predict_scores(root)
+    assert now.keys() == recorded.keys()
+    for video, streams in recorded.items():
+        for stream, scores in streams.items():
+            np.testing.assert_allclose(now[video][stream], scores, rtol=1e-5, atol=1e-5, err_msg=f"{video} {stream}")
