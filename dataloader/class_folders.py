@@ -11,7 +11,7 @@ from pathlib import Path
 
 from utils import UserError, atomic_write
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+from .video import VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)

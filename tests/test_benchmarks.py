@@ -31,3 +31,12 @@ def test_bench_loader_and_bench_train(tmp_path):
 def test_bench_flow():
     out = run("tools/bench_flow.py", "--pairs", "1", "--batch", "1", "--size", "48", "64", "--no-compile")
     assert "OpenCV DualTVL1, 1 CPU core" in out and "tvl1-torch CPU" in out
+
+
+def test_bench_predict(tmp_path):
+    out = run("tools/bench_predict.py", "--seconds", "2", "--size", "48", "64", "--input-size", "40",
+              "--flow-method", "farneback", "--workers", "1", "--data", str(tmp_path))
+    rows = [line.split() for line in out.splitlines() if line.startswith(("whole ", "timeline "))]
+    assert [(r[0], r[1]) for r in rows] == [("whole", "spatial"), ("whole", "both"), ("timeline", "spatial"),
+                                            ("timeline", "both")]
+    assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows) and int(rows[3][7]) > 0

@@ -120,7 +120,7 @@ def test_cuda_matches_cpu():
 
 
 def test_tensor_quantisation_rounds_like_the_numpy_one():
-    from tools.compute_flow import quantize, quantize_tensor
+    from flow.storage import quantize, quantize_tensor
     flow = np.linspace(-25, 25, 2001, dtype=np.float32).reshape(1, -1)  # fractions of every kind, and clipping
     expected = quantize(flow, 20.0)
     assert np.array_equal(quantize_tensor(torch.from_numpy(flow), 20.0).numpy(), expected)

@@ -237,3 +237,123 @@ def test_short_videos_give_the_scores_recorded_before_streaming(trained):
     for video, streams in recorded.items():
         for stream, scores in streams.items():
             np.testing.assert_allclose(now[video][stream], scores, rtol=1e-5, atol=1e-5, err_msg=f"{video} {stream}")
+
+
+# --- long videos: streaming, timeline, outputs -----------------------------------------------
+
+def write_long_video(path, colours_and_directions, frames_each, seed=0):
+    """One generated action after the other: ``frames_each`` frames of each (colour, direction)."""
+    rng = np.random.default_rng(seed)
+    parts = [render_video(colour, direction, frames_each, (48, 64), rng) for colour, direction in colours_and_directions]
+    write_video(path, np.concatenate(parts))
+    return path
+
+
+def loaded_streams(root):
+    device = torch.device("cpu")
+    return [predict.load_stream(str(root / "spatial" / "checkpoint.pth.tar"), "spatial", device),
+            predict.load_stream(str(root / "motion" / "checkpoint.pth.tar"), "motion", device)]
+
+
+def predict_args(root, video, *extra):
+    args = predict.get_args_parser().parse_args(
+        [str(video), "--spatial", str(root / "spatial" / "checkpoint.pth.tar"), "--motion",
+         str(root / "motion" / "checkpoint.pth.tar"), "--size", *SIZE, "--flow-method", "farneback",
+         "--device", "cpu", "--workers", "1", *extra])
+    predict.check_args(args)
+    return args
+
+
+def test_peak_memory_does_not_grow_with_the_video(trained, tmp_path):
+    """1,000 and 4,000 frames, whole video and a timeline: the extra 3,000 frames would cost
+    27.6 MB to hold (48x64x3 bytes each); the peak grows by far less."""
+    import tracemalloc
+    root, _ = trained
+    red_up = ((230, 80, 60), -1)
+    videos = {n: write_long_video(tmp_path / f"long{n}.avi", [red_up] * (n // 100), 100) for n in (1000, 4000)}
+    streams, device = loaded_streams(root), torch.device("cpu")
+    flow_of = predict.FlowFunction("farneback", device, 1)
+    for extra in ([], ["--window", "8", "--stride", "4"]):
+        peaks = {}
+        for n, video in videos.items():
+            args = predict_args(root, video, *extra)
+            tracemalloc.start()
+            record = predict.predict_video(video, streams, [1.0, 1.0], flow_of, args, device)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert record["frames"] == n
+        holding = 3000 * 48 * 64 * 3
+        assert peaks[4000] - peaks[1000] < holding / 10, (extra, peaks)
+        assert peaks[4000] < 40e6, (extra, peaks)  # the stated bound: a few tens of MB at 48x64, any length
+
+
+def test_timeline_finds_the_boundary_between_two_actions(trained, tmp_path):
+    root, _ = trained
+    video = write_long_video(tmp_path / "two.avi", [((230, 80, 60), -1)] * 2 + [((80, 110, 250), 1)] * 2, 50)
+    args = predict_args(root, video, "--window", "1", "--stride", "0.5", "--json", str(tmp_path / "t.json"),
+                        "--csv", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "t.png"),
+                        "--annotate", str(tmp_path / "t.mp4"))
+    assert predict.main(args) == 0
+    (record,) = json.loads((tmp_path / "t.json").read_text())
+    windows = record["windows"]
+    boundary = 100 / 25  # seconds: frame 100 at 25 fps, from the container's timestamps
+    tops = [w["topk"][0]["class"] for w in windows]
+    assert tops[0] == "RedUp" and tops[-1] == "BlueDown", tops
+    change = next(w for w, top in zip(windows, tops) if top != "RedUp")
+    assert abs(change["start"] - boundary) <= 1.0, (change, tops)  # within one window of the truth
+    assert windows[0]["start"] == 0.0 and windows[-1]["end"] == pytest.approx(8.0)
+    assert set(windows[0]["streams"]) == {"spatial", "motion"} and len(windows[0]["topk"]) == 5
+    assert (tmp_path / "t.png").stat().st_size > 1000 and (tmp_path / "t.csv").read_text().count("\n") == 1 + 5 * len(
+        windows)
+    import cv2
+    capture = cv2.VideoCapture(str(tmp_path / "t.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 200
+    capture.release()
+
+
+def test_overlapping_windows_compute_each_flow_pair_once(trained, tmp_path, monkeypatch):
+    from inference import scorer
+    from inference.windows import plan_motion
+    root, _ = trained
+    video = write_long_video(tmp_path / "v.avi", [((60, 170, 40), 1)] * 4, 50)
+    calls = []
+    original = scorer.FlowFunction.__call__
+
+    def counting(self, pairs):
+        calls.extend(id(a) for a, _ in pairs)
+        return original(self, pairs)
+    monkeypatch.setattr(scorer.FlowFunction, "__call__", counting)
+    args = predict_args(root, video, "--window", "2", "--stride", "0.5", "--json", str(tmp_path / "o.json"))
+    assert predict.main(args) == 0
+    (record,) = json.loads((tmp_path / "o.json").read_text())
+    times = [i / 25 for i in range(200)]
+    windows = predict.plan_windows(times, 2.0, 0.5) + predict.plan_windows(times)
+    positions = loaded_streams(root)[1].test_frames  # the checkpoint's protocol
+    motion = plan_motion(windows, [positions] * len(windows), 10, 200)
+    reads = sum(len(stack) for window in motion.inputs for stack in window)
+    assert len(calls) == record["flow_pairs"] == len(motion.last_use) < reads / 3
+
+
+def test_bad_timeline_input(trained, tmp_path):
+    root, _ = trained
+    video = write_long_video(tmp_path / "short.avi", [((230, 80, 60), -1)], 40)
+    for bad in (["--window", "2", "--stride", "0"], ["--window", "-1"], ["--stride", "1"], ["--csv", "x.csv"]):
+        with pytest.raises(UserError, match="--window|--stride"):
+            predict_args(root, video, *bad)
+    args = predict_args(root, video, "--window", "60", "--stride", "10", "--json", str(tmp_path / "w.json"))
+    assert predict.main(args) == 0
+    (record,) = json.loads((tmp_path / "w.json").read_text())
+    assert len(record["windows"]) == 1 and record["windows"][0]["end"] == pytest.approx(1.6)  # the whole video
+
+
+def test_a_video_broken_partway_keeps_what_was_decoded(trained, tmp_path, capsys):
+    root, _ = trained
+    video = write_long_video(tmp_path / "whole.avi", [((230, 80, 60), -1)] * 3, 50)
+    data = video.read_bytes()
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(data[: len(data) * 2 // 3])  # the file ends a third early
+    args = predict_args(root, broken, "--json", str(tmp_path / "b.json"))
+    assert predict.main(args) == 0
+    (record,) = json.loads((tmp_path / "b.json").read_text())
+    assert 50 < record["frames"] < 150 and record["decode_stopped_at"] > 1.0
+    assert "decoding stopped at" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dataloader import LAYOUTS, MotionDataset, index_videos, load_split, stream_sources
+from flow.storage import dequantize, quantize
 from tools import compute_flow, extract_frames, make_demo_data
 
 H, W = 64, 80
@@ -59,15 +60,15 @@ def test_known_displacement_is_found_in_the_flow_jpegs(tmp_path, method):
         assert len(files) == 5  # n frames give n-1 flow frames
         for f in files:
             image = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-            pixels = compute_flow.dequantize(image, 20.0)[12:-12, 12:-12]  # away from the borders
+            pixels = dequantize(image, 20.0)[12:-12, 12:-12]  # away from the borders
             assert abs(float(np.median(pixels)) - expected) < 0.25, (axis, f.name, np.median(pixels))
 
 
 def test_quantization_convention():
     flow = np.array([-25.0, -20.0, 0.0, 10.0, 20.0, 30.0])
-    q = compute_flow.quantize(flow, 20.0)
+    q = quantize(flow, 20.0)
     assert q.tolist() == [0, 0, 128, 191, 255, 255]
-    assert np.allclose(compute_flow.dequantize(q, 20.0), [-20, -20, 0.078, 9.96, 20, 20], atol=0.01)
+    assert np.allclose(dequantize(q, 20.0), [-20, -20, 0.078, 9.96, 20, 20], atol=0.01)
 
 
 def test_flow_output_is_read_by_the_motion_dataset(tmp_path):

@@ -33,14 +33,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flow.storage import CPU_METHODS, METHODS, flow_function, quantize, quantize_tensor  # noqa: E402
 from tools.extract_frames import FRAME_NAME  # noqa: E402
 from tools.jobs import finish_partial, report, run_jobs, start_partial  # noqa: E402
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
-CPU_METHODS = ("tvl1", "farneback")
-DEVICE_METHODS = ("tvl1-torch", "raft")
-METHODS = CPU_METHODS + DEVICE_METHODS
 
 @dataclass(frozen=True)
 class FlowJob:
@@ -50,35 +48,6 @@ class FlowJob:
     method: str
     bound: float
     quality: int
-
-def quantize(flow: np.ndarray, bound: float) -> np.ndarray:
-    """Flow in pixels -> uint8: [-bound, bound] mapped linearly to 0..255."""
-    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2 * bound))
-    return np.round(scaled).astype(np.uint8)
-
-def dequantize(image: np.ndarray, bound: float) -> np.ndarray:
-    """uint8 flow image -> pixels (the inverse of :func:`quantize`, up to rounding)."""
-    return image.astype(np.float32) * (2 * bound / 255.0) - bound
-
-def quantize_tensor(flow, bound: float):
-    """The same mapping as :func:`quantize`, on a tensor (on its device)."""
-    import torch
-
-    return ((flow.clamp(-bound, bound) + bound) * (255.0 / (2 * bound))).round().to(torch.uint8)
-
-def flow_function(method: str):
-    """A function (prev_grey, next_grey) -> flow HxWx2 float32 for the chosen method."""
-    import cv2
-
-    if method == "tvl1":
-        if not hasattr(cv2, "optflow"):
-            raise UserError("TV-L1 needs opencv-contrib: pip install opencv-contrib-python-headless "
-                            "(and uninstall opencv-python-headless), or use --method farneback")
-        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
-        return lambda prev, nxt: tvl1.calc(prev, nxt, None)
-    if method == "farneback":
-        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-    raise UserError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
 
 def frame_files(folder: Path) -> list[Path]:
     """The frames of a video folder in order; their numbers must run 1..n."""

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataloader.index import LAYOUTS  # noqa: E402
 from dataloader.splits import SPLIT_FORMATS, listed_videos  # noqa: E402
+from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, resize_frame  # noqa: E402
 
-from tools.jobs import VIDEO_EXTENSIONS, finish_partial, report, run_jobs, start_partial  # noqa: E402
+from tools.jobs import finish_partial, report, run_jobs, start_partial  # noqa: E402
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
@@ -40,22 +41,11 @@ class FrameJob:
 def find_videos(video_dir: Path, list_file: str | None = None, split_format: str | None = None) -> list[Path]:
     """Videos under ``video_dir``: from a list file (paths relative to ``video_dir``, see
     dataloader.splits.listed_videos), or all files with a video extension, recursively."""
-    if not video_dir.is_dir():
-        raise UserError(f"video folder not found: {video_dir}")
     if list_file:
+        if not video_dir.is_dir():
+            raise UserError(f"video folder not found: {video_dir}")
         return [video_dir / line for line in listed_videos(list_file, split_format)]
-    return sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-
-def resize_frame(frame, size: tuple[int, int] | None):
-    """Resize a decoded frame to (height, width): area averaging when shrinking, bilinear when
-    enlarging; None keeps it. predict.py uses the same function, so its frames equal these."""
-    import cv2
-
-    if size is None or frame.shape[:2] == tuple(size):
-        return frame
-    h, w = size
-    shrink = h * w < frame.shape[0] * frame.shape[1]
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return find_all_videos(video_dir)
 
 def extract(job: FrameJob) -> str | None:
     """Decode one video into a partial folder, then rename it into place."""

@@ -16,7 +16,6 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-from dataloader.class_folders import VIDEO_EXTENSIONS  # noqa: F401  (re-exported for the tools)
 
 
 def partial_folder(final: Path) -> Path:

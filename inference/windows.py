@@ -1,0 +1,107 @@
+"""Windows over a video and the frames and flow pairs their test protocol reads. Pure
+functions over frame indices (0-based here) and timestamps; no decoding, no torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dataloader.sampling import evaluation_positions, stack_frames
+
+
+@dataclass(frozen=True)
+class Window:
+    """Frames [first, end) of the video, from ``start`` to ``stop`` seconds."""
+
+    first: int
+    end: int
+    start: float
+    stop: float
+
+
+def plan_windows(times: list[float], window: float | None = None, stride: float | None = None) -> list[Window]:
+    """The whole video as one window (``window`` None), or windows of ``window`` seconds every
+    ``stride`` seconds by the frames' timestamps; a window longer than the video is the whole
+    video, and the last window ends with the video."""
+    n = len(times)
+    frame_time = (times[-1] - times[0]) / (n - 1) if n > 1 else 0.0
+    end_time = times[-1] + frame_time  # when the last frame stops showing
+    if window is None or times[-1] - times[0] < window:
+        return [Window(0, n, times[0], end_time)]
+    windows, first = [], 0
+    start = times[0]
+    while True:
+        end = next((i for i in range(first, n) if times[i] >= start + window), n)
+        windows.append(Window(first, end, start, times[end] if end < n else end_time))
+        if end >= n:
+            return windows
+        start += stride
+        first = next((i for i in range(first, n) if times[i] >= start), n)
+        if first >= n:
+            return windows
+
+
+@dataclass
+class StreamPlan:
+    """For one stream: each window's inputs as lists of frame indices (spatial: one frame an
+    input; motion: one flow pair index an entry, pair i = frames i and i+1), and when each
+    frame or pair is last used, so that it can be dropped after that window."""
+
+    inputs: list[list[list[int]]] = field(default_factory=list)  # window -> input -> frames or pairs
+    last_use: dict[int, int] = field(default_factory=dict)        # frame or pair -> last window
+
+
+def plan_spatial(windows: list[Window], positions: list[int], stack_length: int) -> StreamPlan:
+    """The test positions of each window (``positions[w]`` of them, placed as --evaluate places
+    them in a video of the window's length), one frame each."""
+    plan = StreamPlan()
+    for w, window in enumerate(windows):
+        frames = [window.first + p - 1 for p in evaluation_positions(window.end - window.first, positions[w],
+                                                                     stack_length)]
+        plan.inputs.append([[f] for f in frames])
+        plan.last_use.update({f: w for f in frames})
+    return plan
+
+
+def plan_motion(windows: list[Window], positions: list[int], stack_length: int, total_frames: int,
+                reference_order: bool = False) -> StreamPlan:
+    """The stacks at each window's test positions, as flow pair indices: flow frame j (1-based,
+    of the window's n - 1 flow frames) is pair first + j - 1. A stack near the video's end is
+    moved back so that its pairs exist."""
+    plan = StreamPlan()
+    last_start = total_frames - 1 - stack_length  # 0-based pair index of the last full stack's start
+    for w, window in enumerate(windows):
+        flow_frames = max(1, window.end - window.first - 1)
+        stacks = []
+        for p in evaluation_positions(flow_frames, positions[w], stack_length):
+            shift = min(window.first + p - 1, last_start) - (window.first + p - 1)
+            stacks.append([window.first + j - 1 + shift for j in stack_frames(p, stack_length, reference_order)])
+        plan.inputs.append(stacks)
+        plan.last_use.update({pair: w for stack in stacks for pair in stack})
+    return plan
+
+
+@dataclass
+class Segment:
+    """Consecutive windows with the same top class (None: no confident action)."""
+
+    label: str | None
+    start: float
+    stop: float
+    score: float  # the mean top probability over its windows
+
+
+def segments(windows: list[Window], top: list[tuple[str, float]], min_score: float = 0.0) -> list[Segment]:
+    """Merge consecutive windows whose top class is the same; a window whose top probability
+    is below ``min_score`` counts as no confident action."""
+    out: list[Segment] = []
+    counts: list[int] = []
+    for window, (label, score) in zip(windows, top):
+        label = label if score >= min_score else None
+        if out and out[-1].label == label:
+            last = out[-1]
+            counts[-1] += 1
+            last.score += (score - last.score) / counts[-1]
+            last.stop = max(last.stop, window.stop)
+        else:
+            out.append(Segment(label, window.start, window.stop, score))
+            counts.append(1)
+    return out
