@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataloader.video import VIDEO_EXTENSIONS, VideoReader, find_videos
+from dataloader.video import VIDEO_EXTENSIONS, VideoReader, find_videos, read_ahead
 from flow.storage import METHODS
 from inference.outputs import annotate_video, plot_timeline, print_segments, write_csv
 from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_stream
@@ -93,7 +93,7 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
     scorer = StreamingScorer(streams, windows, positions, len(times), flow_of, args.bound, args.jpeg_quality, device)
     with tqdm(total=len(times), desc=path.name, unit="frame", leave=False,
               disable=None if len(times) > 500 else True) as bar:
-        results = scorer.run(reader.frames(scorer.keep), progress=lambda index, seconds: bar.update(1))
+        results = scorer.run(read_ahead(reader.frames(scorer.keep)), progress=lambda index, seconds: bar.update(1))
     record.update(fuse(results[-1].scores, results[-1].inputs, streams, weights, args.topk))
     if args.window:
         record["windows"] = []

@@ -92,3 +92,47 @@ class VideoReader:
                 index += 1
         finally:
             capture.release()
+
+
+def read_ahead(items: Iterator, depth: int = 32) -> Iterator:
+    """Iterate ``items`` in a background thread, at most ``depth`` ahead, so that decoding the
+    next frames overlaps the caller's work on this one (OpenCV releases the GIL while it
+    decodes). Errors in the thread are raised here; stopping early stops the thread."""
+    import queue
+    import threading
+
+    done = object()
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over(item):
+                    return
+            hand_over(done)
+        except BaseException as err:  # handed to the consumer
+            hand_over(err)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -357,3 +357,18 @@ def test_a_video_broken_partway_keeps_what_was_decoded(trained, tmp_path, capsys
     (record,) = json.loads((tmp_path / "b.json").read_text())
     assert 50 < record["frames"] < 150 and record["decode_stopped_at"] > 1.0
     assert "decoding stopped at" in capsys.readouterr().err
+
+
+def test_read_ahead_keeps_order_and_errors():
+    from dataloader.video import read_ahead
+
+    assert list(read_ahead(iter(range(1000)), depth=4)) == list(range(1000))
+
+    def failing():
+        yield 1
+        raise UserError("decoding failed at 0.04 s")
+    with pytest.raises(UserError, match="0.04 s"):
+        list(read_ahead(failing()))
+    stream = read_ahead(iter(range(10**6)), depth=2)
+    assert next(stream) == 0
+    stream.close()  # stops the thread without draining the source
