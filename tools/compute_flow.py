@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flow.storage import CPU_METHODS, METHODS, flow_function, quantize, quantize_tensor  # noqa: E402
 from tools.extract_frames import FRAME_NAME  # noqa: E402
-from tools.jobs import finish_partial, report, run_jobs, start_partial  # noqa: E402
+from tools.jobs import (finish_partial, report, report_check, resolve_shard, run_jobs, shard,  # noqa: E402
+                        shard_note, start_partial)
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
@@ -171,6 +172,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if cuda else "cpu", help="device of tvl1-torch and raft")
     p.add_argument("--batch", type=int, default=32, help="frame pairs per launch (tvl1-torch, raft)")
     p.add_argument("--raft-weights", help="a local raft_large state dict (default: torchvision's cache)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="do only videos i with i mod N == K of the sorted list (default: torchrun's RANK/WORLD_SIZE, "
+                        "with LOCAL_RANK's GPU, or a Slurm array's task id and count when set, else all)")
+    p.add_argument("--check", action="store_true",
+                   help="do nothing; list the videos whose flow is missing or incomplete (exit status 1 if any)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="tvl1-torch: fuse with torch.compile (default on CUDA; on the CPU about 3x faster "
                         "after a compilation of about a minute)")
@@ -189,6 +195,13 @@ def main(args: argparse.Namespace) -> int:
     if not folders:
         raise UserError(f"no frame folders (frame000001.jpg ...) under {args.frames_dir}")
     jobs = [FlowJob(f.name, str(f), str(args.out_dir), args.method, args.bound, args.quality) for f in folders]
+    if args.check:
+        return report_check([(j.name, why) for j in jobs if (why := incomplete_flow(j)) is not None], len(jobs),
+                            "flow")
+    k, n = resolve_shard(args.shard)
+    total, jobs = len(jobs), shard(jobs, k, n)
+    if args.device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU a process
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
     if args.method in CPU_METHODS:
         failures = run_jobs(jobs, compute, args.workers, f"flow ({args.method})")
     else:  # one process drives the device; pairs are batched inside each video
@@ -196,7 +209,24 @@ def main(args: argparse.Namespace) -> int:
         work = functools.partial(compute_on_device, estimator=estimator, device=args.device, batch=args.batch,
                                  rgb=args.method == "raft")
         failures = run_jobs(jobs, work, 1, f"flow ({args.method}, {args.device})")
-    return report(failures, len(jobs), f"written to {args.out_dir}/u and {args.out_dir}/v")
+    return report(failures, len(jobs), f"written to {args.out_dir}/u and {args.out_dir}/v"
+                                       f"{shard_note(k, n, len(jobs), total)}")
+
+
+def incomplete_flow(job: FlowJob) -> str | None:
+    """Why a video's flow is not complete (None if it is): a missing x or y folder, or not
+    exactly frames 1..n-1 for its n frames."""
+    expected = list(range(1, len(frame_files(Path(job.frames_dir)))))
+    for part in ("u", "v"):
+        folder = Path(job.out_dir) / part / job.name
+        if not folder.is_dir():
+            return f"no {part}/ folder"
+        numbers = sorted(int(m.group(1)) for name in os.listdir(folder) if (m := FRAME_RE.match(name)))
+        if numbers != expected:
+            missing = sorted(set(expected) - set(numbers))
+            return f"{part}/ holds {len(numbers)} of {len(expected)} flow frames" + (
+                f" (e.g. frame {missing[0]} is missing)" if missing else "")
+    return None
 
 if __name__ == "__main__":
     run_cli(lambda: main(get_args_parser().parse_args()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ from dataloader.index import LAYOUTS  # noqa: E402
 from dataloader.splits import SPLIT_FORMATS, listed_videos  # noqa: E402
 from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, resize_frame  # noqa: E402
 
-from tools.jobs import finish_partial, report, run_jobs, start_partial  # noqa: E402
+from tools.jobs import (finish_partial, report, report_check, resolve_shard, run_jobs, shard,  # noqa: E402
+                        shard_note, start_partial)
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
+FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
 
 @dataclass(frozen=True)
 class FrameJob:
@@ -93,6 +96,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", help="file listing the videos to extract, relative to VIDEO_DIR: a UCF101 list, an "
                                   "HMDB51 <class>_test_splitN.txt (its videos in VIDEO_DIR/<class>/) or an mmaction2 "
                                   "video list")
+    p.add_argument("--shard", metavar="K/N",
+                   help="do only videos i with i mod N == K of the sorted list (default: torchrun's RANK/WORLD_SIZE "
+                        "or a Slurm array's task id and count when set, else all)")
+    p.add_argument("--check", action="store_true",
+                   help="do nothing; list the videos whose frames are missing or incomplete (exit status 1 if any)")
     p.add_argument("--split-format", choices=SPLIT_FORMATS, default=None,
                    help="the --list's format (default: hmdb51 for *_test_splitN.txt names, else a path a line)")
     return p
@@ -109,8 +117,25 @@ def main(args: argparse.Namespace) -> int:
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise UserError("two videos have the same file name; frame folders are named after it")
-    failures = run_jobs(jobs, extract, args.workers, "frames")
-    return report(failures, len(jobs), f"extracted to {args.out_dir}")
+    if args.check:
+        return report_check([(j.name, why) for j in jobs if (why := incomplete_frames(j)) is not None], len(jobs),
+                            "frames")
+    k, n = resolve_shard(args.shard)
+    mine = shard(jobs, k, n)
+    failures = run_jobs(mine, extract, args.workers, "frames")
+    return report(failures, len(mine), f"extracted to {args.out_dir}{shard_note(k, n, len(mine), len(jobs))}")
+
+
+def incomplete_frames(job: FrameJob) -> str | None:
+    """Why a video's frame folder is not complete (None if it is): missing, or its frame
+    numbers do not run 1..n."""
+    folder = Path(job.out_dir) / job.name
+    if not folder.is_dir():
+        return "no frame folder"
+    numbers = sorted(int(m.group(1)) for name in os.listdir(folder) if (m := FRAME_RE.match(name)))
+    if not numbers or numbers != list(range(1, len(numbers) + 1)):
+        return f"frame numbers do not run 1..{len(numbers)}" if numbers else "no frames"
+    return None
 
 if __name__ == "__main__":
     run_cli(lambda: main(get_args_parser().parse_args()))

@@ -125,3 +125,43 @@ def report(failures: list[tuple[str, str]], total: int, what: str) -> int:
         return 1
     print(f"{total} videos {what}")
     return 0
+
+
+def resolve_shard(option: str | None, environ: dict | None = None) -> tuple[int, int]:
+    """(K, N) of this process: ``--shard K/N`` (K 0-based), else torchrun's RANK/WORLD_SIZE,
+    else a Slurm job array's SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (from
+    SLURM_ARRAY_TASK_MIN), else (0, 1)."""
+    from utils import UserError
+
+    env = os.environ if environ is None else environ
+    if option:
+        k, sep, n = option.partition("/")
+        if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+            raise UserError(f"--shard wants K/N with 0 <= K < N (e.g. 0/4), got {option!r}")
+        return int(k), int(n)
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"])
+    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+        first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+    return 0, 1
+
+
+def shard(jobs: list, k: int, n: int) -> list:
+    """Job i of the sorted list goes to shard i mod n: disjoint shards that cover every job."""
+    return sorted(jobs, key=lambda job: job.name)[k::n]
+
+
+def shard_note(k: int, n: int, mine: int, total: int) -> str:
+    return f" (shard {k}/{n}: {mine} of {total} videos)" if n > 1 else ""
+
+
+def report_check(missing: list[tuple[str, str]], total: int, what: str) -> int:
+    """--check: the videos whose output is missing or incomplete; exit status 1 if any."""
+    if missing:
+        print(f"{len(missing)} of {total} videos have no complete {what}:")
+        for name, why in sorted(missing):
+            print(f"  {name}: {why}")
+        return 1
+    print(f"all {total} videos have complete {what}")
+    return 0
