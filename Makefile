@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install
+.PHONY: demo test install gpu-report
 
 install: $(VENV)/.installed
 
@@ -19,3 +19,6 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+gpu-report: $(VENV)/.installed
+	$(PY) tools/gpu_report.py --output-dir gpu_report

@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--progress", action="store_true", help="show the progress bars of every step")
     p.add_argument("--recipe", default="reference", choices=["reference", "tsn"], help="the streams' --recipe")
+    p.add_argument("--device", default="cpu", help="where the streams train and test (the table above is the CPU's)")
+    p.add_argument("--videos-per-class", type=int, default=12, help="synthetic videos a class (4 are test videos)")
+    p.add_argument("--flow-method", default="tvl1", help="tools/compute_flow.py --method")
     args = p.parse_args()
 
     out = args.output_dir.resolve()
@@ -48,12 +51,13 @@ def main() -> None:
     if not args.progress:
         env["TQDM_DISABLE"] = "1"
     train = ["--arch", "resnet18", "--pretrained", "none", "--input-size", "48", "--batch-size", "8", "--lr", "0.01",
-             "--lr-scheduler", "cosine", "--epochs", str(args.epochs), "--device", "cpu"]
+             "--lr-scheduler", "cosine", "--epochs", str(args.epochs), "--device", args.device]
     started = time.time()
-    run("synthetic videos", ["tools/make_demo_data.py", str(data)], env)
+    run("synthetic videos", ["tools/make_demo_data.py", str(data), "--videos-per-class", str(args.videos_per_class)],
+        env)
     # --restart: a demo run again replaces its own earlier results
     run("pipeline", ["pipeline.py", str(data / "videos"), str(out), "--split-dir", str(data / "splits"),
-                     "--size", "48", "64", "--flow-method", "tvl1", "--workers", str(args.workers),
+                     "--size", "48", "64", "--flow-method", args.flow_method, "--workers", str(args.workers),
                      "--recipe", args.recipe, "--restart", *train], env)
 
     report = json.loads((out / "fusion.json").read_text())

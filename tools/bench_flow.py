@@ -1,5 +1,7 @@
-"""Optical-flow throughput at 256x340: OpenCV's DualTVL1 on one CPU core against the batched
-TV-L1 on tensors (flow/tvl1.py) on the CPU and, when present, on CUDA, in one run.
+"""Optical-flow throughput at 256x340: OpenCV's DualTVL1 on one CPU core and on all of them
+against the batched TV-L1 on tensors (flow/tvl1.py) on the CPU and, when present, on CUDA, in
+one run; and how closely tvl1-torch's stored flow agrees with OpenCV's (mean |difference| of
+the 0..255 values).
 
     python tools/bench_flow.py [--pairs 8] [--batch 8] [--gpu-batch 64] [--size 256 340]
 
@@ -9,6 +11,7 @@ pairs: at 700 pairs/s that is under an hour.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +37,50 @@ def opencv_rate(pairs) -> float:
     for first, second, _ in pairs:
         tvl1.calc(first, second, None)
     return len(pairs) / (time.perf_counter() - start)
+
+
+_worker_tvl1 = None
+
+
+def _start_worker() -> None:
+    import cv2
+
+    global _worker_tvl1
+    cv2.setNumThreads(1)
+    _worker_tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+
+
+def _opencv_pair(pair) -> int:
+    _worker_tvl1.calc(pair[0], pair[1], None)
+    return 1
+
+
+def opencv_all_cores_rate(pairs, processes: int) -> float:
+    """OpenCV's DualTVL1 over ``processes`` processes, one pair each at a time (as compute_flow.py)."""
+    import multiprocessing
+
+    work = [(a, b) for a, b, _ in pairs] * max(1, 2 * processes // len(pairs) + 1)
+    with multiprocessing.get_context("spawn").Pool(processes, initializer=_start_worker) as pool:
+        pool.map(_opencv_pair, work[:processes])  # warm-up
+        start = time.perf_counter()
+        pool.map(_opencv_pair, work, chunksize=1)
+        return len(work) / (time.perf_counter() - start)
+
+
+def agreement(pairs, device: torch.device, compile: bool, bound: float = 20.0) -> float:
+    """Mean absolute difference of the stored (quantised, 0..255) flow of tvl1-torch and OpenCV."""
+    import cv2
+
+    from flow.storage import quantize
+
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    estimator = TVL1(compile=compile)
+    first = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
+    second = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)
+    ours = estimator(first, second).permute(0, 2, 3, 1).cpu().numpy()
+    diffs = [np.abs(quantize(o, bound).astype(np.int16) - quantize(tvl1.calc(a, b, None), bound)).mean()
+             for o, (a, b, _) in zip(ours, pairs)]
+    return float(np.mean(diffs))
 
 
 def torch_rate(pairs, batch: int, device: torch.device, compile: bool, repeats: int) -> float:
@@ -66,7 +113,9 @@ def main() -> None:
     # numbers of iterations
     magnitudes = [1.0, 3.0, 5.0, 8.0, 10.0, 2.0, 6.0, 4.0]
     pairs = [warped_pair(h, w, magnitudes[seed % len(magnitudes)], seed) for seed in range(args.pairs)]
-    rows = [("OpenCV DualTVL1, 1 CPU core", opencv_rate(pairs))]
+    cores = os.cpu_count() or 1
+    rows = [("OpenCV DualTVL1, 1 CPU core", opencv_rate(pairs)),
+            (f"OpenCV DualTVL1, all {cores} CPU cores", opencv_all_cores_rate(pairs, cores))]
     threads = torch.get_num_threads()
     rows.append((f"tvl1-torch CPU ({threads} threads, batch {args.batch})",
                  torch_rate(pairs, args.batch, torch.device("cpu"), False, 1)))
@@ -84,6 +133,11 @@ def main() -> None:
     for label, rate in rows:
         hours = UCF101_PAIRS / rate / 3600 if rate == rate else float("nan")
         print(f"{label:62} {rate:9.2f} {rate / base:14.2f} {hours:13.1f}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    where = "CUDA" if device.type == "cuda" else "CPU"
+    print(f"agreement {where}: mean |tvl1-torch - OpenCV| of the stored flow = "
+          f"{agreement(pairs, device, not args.no_compile and device.type == 'cuda'):.3f} /255 "
+          f"(bound 20, {len(pairs)} synthetic textured pairs)")
     if not torch.cuda.is_available():
         print("(no CUDA device here: the GPU row is measured where one is present)")
 

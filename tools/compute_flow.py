@@ -2,6 +2,7 @@
 
     python tools/compute_flow.py FRAMES_DIR OUT_DIR [--method tvl1|farneback|tvl1-torch|raft]
                                  [--bound 20] [--workers N] [--quality 90] [--device cpu|cuda] [--batch N]
+                                 [--shard K/N] [--check]
 
 FRAMES_DIR holds one folder of ``frame000001.jpg ...`` a video (tools/extract_frames.py's
 output). OUT_DIR receives ``u/<video>/frame000001.jpg`` (x) and ``v/<video>/...`` (y): n
@@ -16,7 +17,9 @@ Methods: ``tvl1``, OpenCV's DualTVL1 (opencv-contrib) with its default parameter
 per CPU process; ``farneback``, OpenCV's fast option; ``tvl1-torch``, the same TV-L1 on PyTorch
 tensors (flow/tvl1.py), many frame pairs per launch on ``--device`` (the default method when
 CUDA is present); ``raft``, torchvision's RAFT (weights from its cache or ``--raft-weights``).
-All write the same format. Resumable, failures listed and exit status 1.
+All write the same format. Resumable, failures listed and exit status 1. Shards (--shard K/N,
+torchrun's RANK/WORLD_SIZE with one GPU a process, Slurm job arrays) split the videos between
+processes and machines writing into one folder; --check lists incomplete videos.
 """
 from __future__ import annotations
 

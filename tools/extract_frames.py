@@ -2,12 +2,15 @@
 
     python tools/extract_frames.py VIDEO_DIR OUT_DIR [--every N] [--size 256 340] [--workers N]
                                    [--quality 90] [--list FILE [--split-format ucf101|hmdb51|mmaction]]
+                                   [--shard K/N] [--check]
 
 VIDEO_DIR is searched recursively for videos (UCF101: ``UCF-101/Class/v_Class_gXX_cYY.avi``),
 or ``--list`` names them (a UCF101 split list, an HMDB51 split file or an mmaction2 video list).
 Each video becomes ``OUT_DIR/<video name>/frame000001.jpg ...``. Decoding through OpenCV's
 videoio (FFmpeg). Parallel over videos, resumable (finished videos are skipped, half-written
 ones redone); videos that cannot be decoded are listed at the end and the exit status is 1.
+Shards (--shard, torchrun, Slurm job arrays) split the videos between processes and machines
+writing into one folder; --check lists the videos whose frames are missing or incomplete.
 """
 from __future__ import annotations
 
