@@ -119,12 +119,16 @@ def _record(name, error, failures, progress) -> None:
 def report(failures: list[tuple[str, str]], total: int, what: str) -> int:
     """Print the summary; the exit status is 1 when anything failed."""
     if failures:
-        print(f"{len(failures)} of {total} videos failed ({what}):")
-        for name, error in sorted(failures):
-            print(f"  {name}: {error}")
-        return 1
+        return _list_problems(f"{len(failures)} of {total} videos failed ({what}):", failures)
     print(f"{total} videos {what}")
     return 0
+
+
+def _list_problems(header: str, problems: list[tuple[str, str]]) -> int:
+    print(header)
+    for name, why in sorted(problems):
+        print(f"  {name}: {why}")
+    return 1
 
 
 def resolve_shard(option: str | None, environ: dict | None = None) -> tuple[int, int]:
@@ -159,9 +163,6 @@ def shard_note(k: int, n: int, mine: int, total: int) -> str:
 def report_check(missing: list[tuple[str, str]], total: int, what: str) -> int:
     """--check: the videos whose output is missing or incomplete; exit status 1 if any."""
     if missing:
-        print(f"{len(missing)} of {total} videos have no complete {what}:")
-        for name, why in sorted(missing):
-            print(f"  {name}: {why}")
-        return 1
+        return _list_problems(f"{len(missing)} of {total} videos have no complete {what}:", missing)
     print(f"all {total} videos have complete {what}")
     return 0
