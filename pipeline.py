@@ -48,7 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     prep = p.add_argument_group("preprocessing")
     prep.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"), help="frame size")
     prep.add_argument("--flow-method", default="tvl1", help="tools/compute_flow.py --method")
-    prep.add_argument("--workers", type=int, default=None, help="processes for extraction and flow")
+    prep.add_argument("--workers", type=int, default=None,
+                      help="processes for extraction and flow, and the training scripts' loader workers")
     p.add_argument("--recipe", default="reference", choices=["reference", "tsn"], help="both streams' --recipe")
     p.add_argument("--restart", action="store_true", help="redo every stage (the frames and flow of finished "
                                                           "videos are kept)")
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     stage.run("flow", ["tools/compute_flow.py", str(out / "frames"), str(out / "flow"), "--method",
                        args.flow_method, *workers])
 
-    common = [*split_flags(args, split_dir), "--recipe", args.recipe, *training_flags]
+    common = [*split_flags(args, split_dir), "--recipe", args.recipe, *workers, *training_flags]
     streams = {"spatial": ["spatial_cnn.py", "--data-root", str(out / "frames"), "--output-dir", str(out / "spatial")],
                "motion": ["motion_cnn.py", "--flow-root", str(out / "flow"), "--output-dir", str(out / "motion")]}
     restart = ["--overwrite"] if args.restart else ["--resume", "auto"]
