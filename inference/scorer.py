@@ -215,8 +215,7 @@ class StreamingScorer:
         rgb, grey, flows, pending = {}, {}, {}, []
         queue: list[tuple[int, str, list[torch.Tensor]]] = []
         results = [WindowScores({}, {}) for _ in self.windows]
-        order = range(len(self.windows))
-        done, seconds, index = 0, 0.0, -1
+        done, seconds, index = 0, 0.0, -1  # windows are scored in order: done = the next one
         for index, seconds, frame in frames:
             if frame is not None:
                 if index in self.rgb_needed:
@@ -227,20 +226,19 @@ class StreamingScorer:
                         pending.append(index - 1)
             if len(pending) >= 32:  # a batch for the device or the workers
                 pending = self._compute_flow(pending, grey, flows)
-            while done < len(order) and self.ready_at[order[done]] <= index:
-                w = order[done]
+            while done < len(self.windows) and self.ready_at[done] <= index:
                 pending = self._compute_flow(pending, grey, flows)
-                queue += self._window_inputs(w, rgb, flows)
-                self._release(w, rgb, flows)
+                queue += self._window_inputs(done, rgb, flows)
+                self._release(done, rgb, flows)
                 done += 1
             if sum(len(x) for _, _, x in queue) >= self.batch:
                 self._score(queue, results)
                 queue = []
             if progress is not None:
                 progress(index, seconds)
-        if done < len(order):
+        if done < len(self.windows):
             raise UserError(f"decoding stopped at {seconds:.2f} s (frame {index + 1}) before the frames the "
-                            f"protocol needs; {done} of {len(order)} windows were complete")
+                            f"protocol needs; {done} of {len(self.windows)} windows were complete")
         self._score(queue, results)
         return results
 
