@@ -31,10 +31,10 @@ import torch
 from tqdm import tqdm
 
 from dataloader.video import VIDEO_EXTENSIONS, VideoReader, find_videos, read_ahead
-from flow.storage import METHODS
+from flow.storage import CPU_METHODS
 from inference.outputs import annotate_video, plot_timeline, print_segments, write_csv
 from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_stream
-from inference.windows import Window, plan_windows, segments
+from inference.windows import plan_windows, segments
 from utils import UserError, atomic_write, check_writable_file, default_fusion_weights, default_workers, run_cli
 
 
@@ -119,7 +119,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write one record per video (a JSON list) here")
     p.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"),
                    help="frame size of training (tools/extract_frames.py --size); 0 0 keeps the video's")
-    p.add_argument("--flow-method", choices=METHODS[:3], default=None,
+    p.add_argument("--flow-method", choices=[*CPU_METHODS, "tvl1-torch"], default=None,
                    help="as tools/compute_flow.py (default: tvl1-torch on CUDA, else OpenCV's tvl1)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="processes for OpenCV's flow (tvl1, farneback); 1 computes it in this process")
@@ -239,22 +239,14 @@ def run_videos(videos: list[Path], streams: list[StreamModel], weights: list[flo
             cells = " ".join(f"{entry['streams'][n]:8.3f}" for n in names)
             print(f"  {entry['class']:30} {entry['probability']:7.3f} {cells}")
         if "windows" in record:
-            windows = record["windows"]
-            top = [(w["topk"][0]["class"], w["topk"][0]["probability"]) for w in windows]
-            print_segments(segments_of(windows, top, args.min_score))
+            print_segments(segments(record["windows"], args.min_score))
         several = len(videos) > 1
         if args.plot:
-            plot_timeline(output_path(args.plot, path, several, "_timeline.png"), record, streams[0].classes)
+            plot_timeline(output_path(args.plot, path, several, "_timeline.png"), record)
         if args.annotate:
             annotate_video(path, output_path(args.annotate, path, several, "_annotated.mp4"), record,
                            None if args.size == [0, 0] else tuple(args.size))
     return records, failed
-
-
-def segments_of(windows: list[dict], top: list[tuple[str, float]], min_score: float):
-    """The segment table of a record's windows."""
-    spans = [Window(0, 0, w["start"], w["end"]) for w in windows]
-    return segments(spans, top, min_score)
 
 
 if __name__ == "__main__":

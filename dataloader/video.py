@@ -33,7 +33,7 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 
 
 class VideoReader:
-    """Decode a video once, in order. ``count()`` runs through it without converting frames
+    """Decode a video in order. ``timestamps()`` runs through it without converting frames
     (the container's frame count is often wrong for AVI and variable frame rates, so the true
     one is counted), ``frames()`` yields (index, seconds, BGR frame) resized to ``size``."""
 

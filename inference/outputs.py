@@ -38,7 +38,7 @@ def write_csv(path: str, records: list[dict], streams: list[str]) -> None:
                                      entry["probability"], *[entry["streams"][s] for s in streams]])
 
 
-def plot_timeline(path: Path, record: dict, classes: list[str], top: int = 5) -> None:
+def plot_timeline(path: Path, record: dict, top: int = 5) -> None:
     """Fused probability over time of the classes that top some window (at most ``top`` of
     them, by their best probability), one labelled line each; time in mm:ss."""
     import matplotlib

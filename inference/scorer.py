@@ -190,6 +190,8 @@ class StreamingScorer:
                                     f"(one stack of {s.stack_length} flow frames)")
                 self.plans[s.name] = plan_motion(windows, positions[s.name], s.stack_length, total_frames,
                                                  s.reference_order)
+        self.spatial = next((s for s in streams if s.name == "spatial"), None)
+        self.motion = next((s for s in streams if s.name == "motion"), None)
         spatial, motion = self.plans.get("spatial"), self.plans.get("motion")
         self.rgb_needed = set(spatial.last_use) if spatial else set()
         self.pairs_needed = set(motion.last_use) if motion else set()
@@ -214,6 +216,7 @@ class StreamingScorer:
         """Consume (index, seconds, frame) in order; returns every window's scores."""
         rgb, grey, flows, pending = {}, {}, {}, []
         queue: list[tuple[int, str, list[torch.Tensor]]] = []
+        queued = 0  # inputs in the queue
         results = [WindowScores({}, {}) for _ in self.windows]
         done, seconds, index = 0, 0.0, -1  # windows are scored in order: done = the next one
         for index, seconds, frame in frames:
@@ -228,12 +231,14 @@ class StreamingScorer:
                 pending = self._compute_flow(pending, grey, flows)
             while done < len(self.windows) and self.ready_at[done] <= index:
                 pending = self._compute_flow(pending, grey, flows)
-                queue += self._window_inputs(done, rgb, flows)
+                ready = self._window_inputs(done, rgb, flows)
+                queue += ready
+                queued += sum(len(inputs) for _, _, inputs in ready)
                 self._release(done, rgb, flows)
                 done += 1
-            if sum(len(x) for _, _, x in queue) >= self.batch:
+            if queued >= self.batch:
                 self._score(queue, results)
-                queue = []
+                queue, queued = [], 0
             if progress is not None:
                 progress(index, seconds)
         if done < len(self.windows):
@@ -243,7 +248,7 @@ class StreamingScorer:
         return results
 
     def _spatial_input(self, frame: np.ndarray) -> torch.Tensor:
-        s = next(s for s in self.streams if s.name == "spatial")
+        s = self.spatial
         return rgb_to_tensor([test_view(as_loaded(frame, self.quality, "RGB"), s.input_size, s.view)])[0]
 
     def _compute_flow(self, pairs: list[int], grey: dict, flows: dict) -> list[int]:
@@ -252,7 +257,7 @@ class StreamingScorer:
         Returns the new (empty) pending list."""
         if not pairs:
             return []
-        s = next(s for s in self.streams if s.name == "motion")
+        s = self.motion
         computed = self.flow_of([(grey[p], grey[p + 1]) for p in pairs])
         self.flow_calls += len(pairs)
         for p, f in zip(pairs, computed):

@@ -89,19 +89,21 @@ class Segment:
     score: float  # the mean top probability over its windows
 
 
-def segments(windows: list[Window], top: list[tuple[str, float]], min_score: float = 0.0) -> list[Segment]:
-    """Merge consecutive windows whose top class is the same; a window whose top probability
-    is below ``min_score`` counts as no confident action."""
+def segments(windows: list[dict], min_score: float = 0.0) -> list[Segment]:
+    """Merge consecutive windows of a predict.py record (``start``, ``end``, ``topk``) whose top
+    class is the same; a window whose top probability is below ``min_score`` counts as no
+    confident action."""
     out: list[Segment] = []
     counts: list[int] = []
-    for window, (label, score) in zip(windows, top):
-        label = label if score >= min_score else None
+    for window in windows:
+        best = window["topk"][0]
+        label, score = (best["class"] if best["probability"] >= min_score else None), best["probability"]
         if out and out[-1].label == label:
             last = out[-1]
             counts[-1] += 1
             last.score += (score - last.score) / counts[-1]
-            last.stop = max(last.stop, window.stop)
+            last.stop = max(last.stop, window["end"])
         else:
-            out.append(Segment(label, window.start, window.stop, score))
+            out.append(Segment(label, window["start"], window["end"], score))
             counts.append(1)
     return out
