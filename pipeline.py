@@ -98,9 +98,9 @@ class Stage:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if status != 0:
-            if status < 0 or status in (130, 143):
+            if status < 0 or status in (130, 143):  # killed by a signal, or stopped on one
                 print(f"pipeline: interrupted in '{name}'; run the same command again to resume", file=sys.stderr)
-                sys.exit(128 + (-status if status < 0 else status - 128))
+                sys.exit(128 - status if status < 0 else status)
             raise UserError(f"stage '{name}' failed with exit status {status} (its message is above)\n"
                             f"  fix: correct what it says, then run the same command again: finished stages "
                             f"are skipped")

@@ -256,12 +256,12 @@ def read_mmaction(train_list: Path, test_list: Path, class_names: Path | None = 
             if label >= len(classes):
                 raise SplitError(f"{path}:{lineno}: label {label} is out of range: {len(classes)} classes "
                                  f"(labels 0..{len(classes) - 1}{' in ' + str(class_names) if class_names else ''})")
-            last = item.rsplit("/", 1)[-1]
-            stem = last if frames is not None or "." not in last else last.rsplit(".", 1)[0]
+            # a video list names files (drop the extension), a rawframe list folders (keep dots)
+            relative = item if frames is not None or "." not in item.rsplit("/", 1)[-1] else item.rsplit(".", 1)[0]
+            stem = relative.rsplit("/", 1)[-1]
             if stem in seen:
                 raise SplitError(f"{path}:{lineno}: video {stem} is listed twice (first on line {seen[stem]})")
             seen[stem] = lineno
-            relative = item if frames is not None or "." not in last else item.rsplit(".", 1)[0]
             match = _GROUP_RE.search(stem)
             records.append(VideoRecord(name=stem, key=stem, class_name=classes[label], label=label,
                                        group=match.group(1) if match else stem,

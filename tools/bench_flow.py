@@ -39,32 +39,19 @@ def opencv_rate(pairs) -> float:
     return len(pairs) / (time.perf_counter() - start)
 
 
-_worker_tvl1 = None
-
-
-def _start_worker() -> None:
-    import cv2
-
-    global _worker_tvl1
-    cv2.setNumThreads(1)
-    _worker_tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
-
-
-def _opencv_pair(pair) -> int:
-    _worker_tvl1.calc(pair[0], pair[1], None)
-    return 1
-
-
 def opencv_all_cores_rate(pairs, processes: int) -> float:
-    """OpenCV's DualTVL1 over ``processes`` processes, one pair each at a time (as compute_flow.py)."""
-    import multiprocessing
+    """OpenCV's DualTVL1 over ``processes`` worker processes (predict.py's FlowFunction)."""
+    from inference.scorer import FlowFunction
 
     work = [(a, b) for a, b, _ in pairs] * max(1, 2 * processes // len(pairs) + 1)
-    with multiprocessing.get_context("spawn").Pool(processes, initializer=_start_worker) as pool:
-        pool.map(_opencv_pair, work[:processes])  # warm-up
+    flow_of = FlowFunction("tvl1", torch.device("cpu"), processes)
+    try:
+        flow_of(work[:processes])  # warm-up: the workers start
         start = time.perf_counter()
-        pool.map(_opencv_pair, work, chunksize=1)
+        flow_of(work)
         return len(work) / (time.perf_counter() - start)
+    finally:
+        flow_of.close()
 
 
 def agreement(pairs, device: torch.device, compile: bool, bound: float = 20.0) -> float:
