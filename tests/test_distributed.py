@@ -41,6 +41,7 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("dist"), clips=1, frames=13, size=(36, 44))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crops", ["1", "10"])
 def test_sharded_evaluation_equals_one_process(data, tmp_path, crops):
     init = tmp_path / "init.pth"
@@ -59,6 +60,7 @@ def test_sharded_evaluation_equals_one_process(data, tmp_path, crops):
     assert not list(two.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_world_sizes(data, tmp_path):
     out = tmp_path / "run"
     proc = launch([*common(data, out), "--epochs", "1"], 2)

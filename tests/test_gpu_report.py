@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tools import gpu_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_cpu_smoke_writes_every_row(tmp_path):
     proc = subprocess.run([sys.executable, "tools/gpu_report.py", "--cpu-smoke", "--output-dir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)

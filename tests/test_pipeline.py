@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tools.make_demo_data import make_demo_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +25,7 @@ def pipeline(videos: Path, out: Path, **popen) -> subprocess.Popen:
                             start_new_session=True, **popen)
 
 
+@pytest.mark.slow
 def test_pipeline_runs_to_a_fusion_table_and_resumes_after_a_kill(tmp_path):
     make_demo_data(tmp_path / "data", seed=2, frames=16, videos_per_class=3)  # class folders of videos
     videos, out = tmp_path / "data" / "videos", tmp_path / "out"

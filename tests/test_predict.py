@@ -15,7 +15,8 @@ from tools import compute_flow, extract_frames
 from tools.make_demo_data import make_demo_data, render_video, write_video
 from utils import UserError, load_scores
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*in both trainlist01 and testlist01")
+# every test here trains or uses the tiny models (about 20 s once): end to end, so `make test-fast` leaves them out
+pytestmark = [pytest.mark.filterwarnings("ignore:.*in both trainlist01 and testlist01"), pytest.mark.slow]
 
 SIZE = ["48", "64"]
 TRAIN = ["--arch", "resnet18", "--pretrained", "none", "--input-size", "40", "--batch-size", "8", "--lr", "0.01",
@@ -58,24 +59,33 @@ def run_predict(root, *videos, extra=()):
     return status, json.loads((root / "pred.json").read_text())
 
 
-def test_prediction_is_right_and_agrees_with_evaluate(trained):
+def test_prediction_beats_each_stream_and_agrees_with_evaluate(trained):
+    """What holds on any build: over all 48 videos the fused prediction is right far above chance
+    (1/6) and more often than either stream alone (each sees only the colour or the direction),
+    and predict.py's scores equal --evaluate's. Which single video a tiny model gets wrong
+    depends on the build's float sums, so no single video's class is asserted."""
     root, splits = trained
-    videos = [root / "data" / "videos" / c / f"v_{c}_g01_c01.avi" for c in ("RedUp", "GreenDown", "BlueUp")]
+    videos = sorted((root / "data" / "videos").glob("*/*.avi"))
     status, records = run_predict(root, *videos)
-    assert status == 0 and len(records) == 3
+    assert status == 0 and len(records) == len(videos) == 48
+    right = {"fused": 0, "spatial": 0, "motion": 0}
     for video, record in zip(videos, records):
-        true_class = video.parent.name
-        assert record["topk"][0]["class"] == true_class, record["topk"]
+        right["fused"] += record["topk"][0]["class"] == video.parent.name
+        for stream in ("spatial", "motion"):
+            right[stream] += record["streams"][stream]["topk"][0]["class"] == video.parent.name
         probabilities = [e["probability"] for e in record["topk"]]
         assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
         assert 0.5 < sum(probabilities) <= 1.0 + 1e-4
+    assert right["fused"] >= len(videos) / 2 and right["fused"] > max(right["spatial"], right["motion"]), right
     # --evaluate of the saved checkpoints on the extracted frames and flow: same positions, same
     # protocol, and predict.py passes frames and flow through the same JPEG storage, so the
     # scores are equal up to float rounding (batches of another size).
     evaluated = evaluate_checkpoints(root, splits, root / "spatial" / "checkpoint.pth.tar",
                                      root / "motion" / "checkpoint.pth.tar")
-    for video, record in zip(videos, records):
-        key = video.stem[2:]
+    tested = [(video.stem[2:], record) for video, record in zip(videos, records)
+              if video.stem[2:] in evaluated["spatial"]]
+    assert len(tested) == len(evaluated["spatial"]) == 24  # the test list's videos
+    for key, record in tested:
         for stream in ("spatial", "motion"):
             ours, reference = np.array(record["streams"][stream]["scores"]), evaluated[stream][key]
             np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
@@ -229,9 +239,11 @@ def test_tsn_recipe_end_to_end_train_evaluate_fuse_predict(trained, tmp_path):
 def test_short_videos_give_the_scores_recorded_before_streaming(trained):
     """tests/data/predict_record.json was written by the whole-video predict.py, before it
     streamed its frames: the same checkpoints (trained identically) give the same scores."""
-    from tests.predict_record import RECORD, predict_scores
+    from tests.frozen import check_record
+    from tests.predict_record import RECORD, REGENERATE, load_record, predict_scores
+    record, recorded = load_record()
+    check_record(record, RECORD, REGENERATE)  # the numbers hold only where they were written
     root, _ = trained
-    recorded = json.loads(RECORD.read_text())
     now = predict_scores(root)
     assert now.keys() == recorded.keys()
     for video, streams in recorded.items():
@@ -287,9 +299,25 @@ def test_peak_memory_does_not_grow_with_the_video(trained, tmp_path):
         assert peaks[4000] < 40e6, (extra, peaks)  # the stated bound: a few tens of MB at 48x64, any length
 
 
+def two_classes_the_model_knows(root, tmp_path):
+    """(name, (colour, direction)) of two classes whose 100-frame generated videos the tiny models
+    classify right: which ones they get right depends on the build's float sums, the timeline
+    logic does not."""
+    from tools.make_demo_data import demo_classes
+    known = []
+    for name, colour, direction in demo_classes():
+        video = write_long_video(tmp_path / f"{name}.avi", [(colour, direction)], 100, seed=len(known))
+        _, (record,) = run_predict(root, video)
+        if record["topk"][0]["class"] == name:
+            known.append((name, (colour, direction)))
+    assert len(known) >= 2, f"the tiny models get fewer than 2 of 6 classes right: {known}"
+    return known[0], known[-1]
+
+
 def test_timeline_finds_the_boundary_between_two_actions(trained, tmp_path):
     root, _ = trained
-    video = write_long_video(tmp_path / "two.avi", [((230, 80, 60), -1)] * 2 + [((80, 110, 250), 1)] * 2, 50)
+    (first, first_action), (second, second_action) = two_classes_the_model_knows(root, tmp_path)
+    video = write_long_video(tmp_path / "two.avi", [first_action] * 2 + [second_action] * 2, 50)
     args = predict_args(root, video, "--window", "1", "--stride", "0.5", "--json", str(tmp_path / "t.json"),
                         "--csv", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "t.png"),
                         "--annotate", str(tmp_path / "t.mp4"))
@@ -298,8 +326,8 @@ def test_timeline_finds_the_boundary_between_two_actions(trained, tmp_path):
     windows = record["windows"]
     boundary = 100 / 25  # seconds: frame 100 at 25 fps, from the container's timestamps
     tops = [w["topk"][0]["class"] for w in windows]
-    assert tops[0] == "RedUp" and tops[-1] == "BlueDown", tops
-    change = next(w for w, top in zip(windows, tops) if top != "RedUp")
+    assert tops[0] == first and tops[-1] == second, tops
+    change = next(w for w, top in zip(windows, tops) if top != first)
     assert abs(change["start"] - boundary) <= 1.0, (change, tops)  # within one window of the truth
     assert windows[0]["start"] == 0.0 and windows[-1]["end"] == pytest.approx(8.0)
     assert set(windows[0]["streams"]) == {"spatial", "motion"} and len(windows[0]["topk"]) == 5
@@ -357,31 +385,3 @@ def test_a_video_broken_partway_keeps_what_was_decoded(trained, tmp_path, capsys
     (record,) = json.loads((tmp_path / "b.json").read_text())
     assert 50 < record["frames"] < 150 and record["decode_stopped_at"] > 1.0
     assert "decoding stopped at" in capsys.readouterr().err
-
-
-def test_read_ahead_keeps_order_and_errors():
-    from dataloader.video import read_ahead
-
-    assert list(read_ahead(iter(range(1000)), depth=4)) == list(range(1000))
-
-    def failing():
-        yield 1
-        raise UserError("decoding failed at 0.04 s")
-    with pytest.raises(UserError, match="0.04 s"):
-        list(read_ahead(failing()))
-    stream = read_ahead(iter(range(10**6)), depth=2)
-    assert next(stream) == 0
-    stream.close()  # stops the thread without draining the source
-
-
-def test_segments_merge_windows_with_the_same_top_class():
-    from inference.windows import segments
-
-    def window(start, label, p):
-        return {"start": start, "end": start + 2.0, "topk": [{"class": label, "probability": p}]}
-    windows = [window(0, "Run", 0.9), window(1, "Run", 0.7), window(2, "Jump", 0.3), window(3, "Jump", 0.8),
-               window(4, "Jump", 0.6)]
-    got = [(s.label, s.start, s.stop, round(s.score, 3)) for s in segments(windows)]
-    assert got == [("Run", 0, 3.0, 0.8), ("Jump", 2, 6.0, 0.567)]
-    got = [(s.label, s.start, s.stop) for s in segments(windows, min_score=0.5)]
-    assert got == [("Run", 0, 3.0), (None, 2, 4.0), ("Jump", 3, 6.0)]

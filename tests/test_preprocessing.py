@@ -186,6 +186,7 @@ def test_a_failed_flow_write_leaves_the_video_unfinished(tmp_path, monkeypatch, 
         assert all(len(list((tmp_path / "flow" / axis / f"v_Move_g{v:02d}_c01").iterdir())) == 3 for v in (1, 2, 3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupting_compute_flow_stops_its_workers(tmp_path, sig):
     _frame_folders(tmp_path / "frames", videos=8, frames=12, size=(96, 128))

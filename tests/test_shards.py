@@ -69,6 +69,7 @@ def same_tree(a: Path, b: Path) -> None:
     assert not mismatch and not errors
 
 
+@pytest.mark.slow
 def test_two_shards_at_once_write_exactly_the_single_process_output(videos, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert run("tools/extract_frames.py", videos, one / "frames", "--size", 48, 64, "--workers", 1).returncode == 0
@@ -97,6 +98,7 @@ def test_two_shards_at_once_write_exactly_the_single_process_output(videos, tmp_
     assert check.returncode == 1 and f"{victim.name}: no frame folder" in check.stdout
 
 
+@pytest.mark.slow
 def test_torchrun_shards_compute_flow_like_one_process(videos, tmp_path):
     frames = tmp_path / "frames"
     assert run("tools/extract_frames.py", videos, frames, "--size", 48, 64, "--workers", 1).returncode == 0
@@ -109,6 +111,7 @@ def test_torchrun_shards_compute_flow_like_one_process(videos, tmp_path):
     same_tree(tmp_path / "one", tmp_path / "two")
 
 
+@pytest.mark.slow
 def test_a_killed_shard_finishes_when_run_again(videos, tmp_path):
     frames = tmp_path / "frames"
     assert run("tools/extract_frames.py", videos, frames, "--size", 48, 64, "--workers", 1).returncode == 0
