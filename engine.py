@@ -29,10 +29,12 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from dataloader import (LAYOUTS, TEST_CROPS, TEST_FRAMES, TRAIN_CROPS, IndexedVideo, InputNormalizer,
-                        MultiCrop, build_loader, holdout_groups, index_videos, resolve_layout)
+from dataloader import (LAYOUTS, TEST_CROPS, TEST_FRAMES, TEST_POSITIONS, TEST_SCALES, TRAIN_CROPS, IndexedVideo,
+                        InputNormalizer, MultiCrop, build_loader, holdout_groups, index_videos, multicrop_scale_side,
+                        resolve_layout)
 from dataloader.splits import add_split_arguments, groups_are_videos, split_from_args
-from models import ARCHS, build_model, freeze_partial_bn, load_torch_file, normalize_keys, pretrained_name
+from models import (ARCHS, LR_GROUPS, base_lr, build_model, freeze_partial_bn, load_torch_file, normalize_keys,
+                    parameter_groups, pretrained_name)
 from utils import (CsvLogger, UserError, atomic_write, check_finite_scores, check_writable_dir,
                    remove_stale_temporaries, save_score_info, save_scores)
 
@@ -64,6 +66,14 @@ class Stream:
 # Arguments
 # ---------------------------------------------------------------------------------------
 
+def dataset_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments both streams' datasets take from the command line."""
+    return dict(input_size=args.input_size, test_frames=args.test_frames, test_positions=args.test_positions,
+                test_scale_side=multicrop_scale_side(args.test_scale, args.input_size),
+                stack_length=args.stack_length, segments=args.segments, train_crop=args.train_crop,
+                crop_scales=args.crop_scales, crop_positions=args.crop_positions, flip=args.flip)
+
+
 def get_args_parser(stream: str, description: str, add_help: bool = True) -> argparse.ArgumentParser:
     """Arguments common to both streams; each script adds its own and sets its defaults."""
     p = argparse.ArgumentParser(description=description, add_help=add_help,
@@ -89,6 +99,12 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                       help="crops per test position, cut on the device from the frame as stored: 1 = --test-view; "
                            "3 = start, centre and end of the long side; 5 = 4 corners + centre; 10 = those and "
                            "their flips (TSN); a position's score is the mean over its crops")
+    data.add_argument("--test-positions", default="starts", choices=TEST_POSITIONS,
+                      help="where each test video's --test-frames positions lie in its equal segments: starts "
+                           "(the reference's 1 + k*floor(m/n)) or centres (TSN's int(tick/2 + k*tick) + 1)")
+    data.add_argument("--test-scale", default="stored", choices=TEST_SCALES,
+                      help="--test-crops > 1: cut the crops from frames as stored, or first scale their short side "
+                           "to input size x 256/224 (tsn: tsn-pytorch's GroupScale before its crops)")
     data.add_argument("--train-crop", default="random", choices=TRAIN_CROPS,
                       help="training crop: random = an --input-size crop anywhere (reference); multiscale = TSN's "
                            "corner crops of --crop-scales of the short side with aspect jitter, resized to "
@@ -133,6 +149,10 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     train.add_argument("--lr-step", type=int, default=30, help="step: epochs between x0.1 decays")
     train.add_argument("--lr-milestones", type=int, nargs="+", default=[30, 60], metavar="EPOCH",
                        help="multistep: the epochs after which the rate is multiplied by 0.1")
+    train.add_argument("--lr-groups", default="single", choices=LR_GROUPS,
+                       help="single: one rate and decay for every parameter; tsn: tsn-pytorch's groups (first conv "
+                            "weight lr x5 for flow, x1 RGB; first conv bias lr x10 flow, x2 RGB, no decay; other "
+                            "biases lr x2, no decay; BatchNorm no decay; frozen BatchNorms left out)")
     train.add_argument("--clip-grad-norm", type=float, default=None,
                        help="clip the gradients' total norm to this (TSN: 20); default no clipping")
     train.add_argument("--seed", type=int, default=0)
@@ -229,24 +249,29 @@ def apply_recipe(args: argparse.Namespace, values: dict) -> list[str]:
 # The settings that define what a checkpoint's model sees: a resumed or evaluated checkpoint
 # of this project brings its own, so that --evaluate scores it as it was trained (and a
 # resumed run goes on with the checkpoint's recipe).
-CHECKPOINT_SETTINGS = ("arch", "recipe", "input_size", "test_view", "test_frames", "test_crops", "stack_length",
-                       "reference_stack_order", "flow_mean")
+CHECKPOINT_SETTINGS = ("arch", "recipe", "input_size", "test_view", "test_frames", "test_crops", "test_positions",
+                       "test_scale", "stack_length", "reference_stack_order", "flow_mean", "lr_groups")
+# settings the command line can never change on a checkpoint: its weights or its optimizer state depend on them
+FIXED_SETTINGS = ("arch", "lr_groups")
+# what a checkpoint written before a setting existed was trained and tested with
+LEGACY_SETTINGS = {"test_positions": "starts", "test_scale": "stored", "lr_groups": "single"}
 
 
 def apply_checkpoint_settings(args: argparse.Namespace, saved: dict, path: str) -> list[str]:
     """Take the checkpoint's input settings where the command line is silent; refuse a flag
     that contradicts one unless --override-checkpoint-settings. Returns what was taken."""
     explicit = set(getattr(args, "explicit", ()))
+    saved = {**LEGACY_SETTINGS, **saved}
     taken = []
     for name in CHECKPOINT_SETTINGS:
         if name not in saved or not hasattr(args, name) or saved[name] == getattr(args, name):
             continue
         flag = "--" + name.replace("_", "-")
         if name in explicit:
-            if not args.override_checkpoint_settings or name == "arch":
+            if not args.override_checkpoint_settings or name in FIXED_SETTINGS:
                 raise UserError(f"{path} was trained with {flag} {saved[name]}, the command line says {flag} "
                                 f"{getattr(args, name)}\n  fix: drop {flag} to use the checkpoint's value"
-                                + ("" if name == "arch" else ", or pass --override-checkpoint-settings"))
+                                + ("" if name in FIXED_SETTINGS else ", or pass --override-checkpoint-settings"))
             continue
         setattr(args, name, saved[name])
         taken.append(f"{flag} {saved[name]}")
@@ -661,13 +686,14 @@ def restore_schedule(optimizer, scheduler, ckpt: dict, args: argparse.Namespace,
     for name in ("momentum", "weight_decay"):
         if saved.get(name, getattr(args, name)) != getattr(args, name):
             changes.append(f"{name} {saved[name]} -> {getattr(args, name)}")
-        for group in optimizer.param_groups:
-            group[name] = getattr(args, name)
+    for group in optimizer.param_groups:  # a group's multipliers (--lr-groups tsn) scale the flags
+        group["momentum"] = args.momentum
+        group["weight_decay"] = args.weight_decay * group.get("decay_mult", 1.0)
     new_lr = saved.get("lr", args.lr) != args.lr
     if new_lr:
         changes.append(f"base lr {saved['lr']} -> {args.lr}")
         for group in optimizer.param_groups:
-            group["initial_lr"] = args.lr
+            group["initial_lr"] = args.lr * group.get("lr_mult", 1.0)
     if saved.get("lr_scheduler", args.lr_scheduler) != args.lr_scheduler:
         changes.append(f"lr scheduler {saved['lr_scheduler']} -> {args.lr_scheduler} (starts at epoch {epoch})")
         reshape = True
@@ -689,7 +715,7 @@ def restore_schedule(optimizer, scheduler, ckpt: dict, args: argparse.Namespace,
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             if new_lr:
                 for group in optimizer.param_groups:
-                    group["lr"] = args.lr
+                    group["lr"] = args.lr * group.get("lr_mult", 1.0)
         else:
             scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
             scheduler.last_epoch = epoch
@@ -842,7 +868,8 @@ def _build_training(args: argparse.Namespace, stream: Stream, world: World, devi
     if args.partial_bn:
         freeze_partial_bn(model)
     model_without_ddp = model
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(parameter_groups(model, args.lr_groups, args.lr, args.weight_decay, stream.flow),
+                                lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     scheduler = _build_scheduler(args, optimizer)
     if world.distributed:
@@ -923,6 +950,7 @@ def _write_scores(args, output_dir: Path, stream: Stream, videos: list[IndexedVi
         save_scores(path, scores)
         save_score_info(path, {"stream": stream.name, "recipe": args.recipe, "arch": args.arch,
                                "test_frames": args.test_frames, "test_crops": args.test_crops,
+                               "test_positions": args.test_positions, "test_scale": args.test_scale,
                                "test_view": args.test_view, "split": args.split})
     except OSError as err:
         raise UserError(f"could not write the score file {path} ({err.strerror or err})\n"
@@ -991,7 +1019,7 @@ def _train(args, stream: Stream, world: World, output_dir: Path, data: Data, t: 
         epoch_samples = done_before + steps * args.batch_size * world.size
         if t.ctx.stop.requested:
             raise stop_now(epoch, epoch_samples, meters, f"after {epoch_samples} training samples")
-        lr = t.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+        lr = base_lr(t.optimizer)  # the rate this epoch trained with
         result = _test_pass(args, world, data, t, select_videos, select_loader, desc=selection)
         if result is None:  # the training part is kept: the resumed run only redoes this evaluation
             raise stop_now(epoch, train_loader.sampler.epoch_samples, meters, "during its evaluation")

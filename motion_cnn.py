@@ -14,12 +14,14 @@ from utils import run_cli
 
 # --recipe: values of the arguments not given explicitly. The reference is the defaults; TSN's
 # flow settings follow the paper and its authors' PyTorch port (tsn-pytorch: 340 epochs,
-# x0.1 after 190 and 300, clip 20, dropout 0.7; scales 1, .875, .75).
+# x0.1 after 190 and 300, clip 20, dropout 0.7; scales 1, .875, .75; 13 crop positions, its
+# learning-rate groups, segment-centre test positions over the valid stack starts).
 RECIPES = {
     "reference": {},
-    "tsn": {"train_crop": "multiscale", "partial_bn": True, "dropout": 0.7, "segments": 3, "clip_grad_norm": 20.0,
-            "weight_decay": 5e-4, "lr": 1e-3, "lr_scheduler": "multistep", "lr_milestones": [190, 300],
-            "epochs": 340, "test_frames": 25, "test_crops": 10},
+    "tsn": {"train_crop": "multiscale", "crop_positions": 13, "partial_bn": True, "dropout": 0.7, "segments": 3,
+            "clip_grad_norm": 20.0, "weight_decay": 5e-4, "lr": 1e-3, "lr_scheduler": "multistep",
+            "lr_milestones": [190, 300], "epochs": 340, "lr_groups": "tsn", "test_frames": 25, "test_crops": 10,
+            "test_positions": "centres", "test_scale": "tsn"},
 }
 
 
@@ -39,10 +41,7 @@ MOTION = engine.Stream(
     name="motion",
     sources=lambda args, layout: stream_sources("motion", layout, flow_root=args.flow_root),
     dataset=lambda videos, train, args, test_mode: MotionDataset(
-        videos, train, reference_order=args.reference_stack_order, input_size=args.input_size,
-        test_frames=args.test_frames, test_mode=test_mode, stack_length=args.stack_length, segments=args.segments,
-        train_crop=args.train_crop, crop_scales=args.crop_scales, crop_positions=args.crop_positions,
-        flip=args.flip),
+        videos, train, reference_order=args.reference_stack_order, test_mode=test_mode, **engine.dataset_options(args)),
     normalizer=lambda args, channels_last, resize: motion_normalizer(
         2 * args.stack_length, args.flow_mean, channels_last, resize),
     in_channels=lambda args: 2 * args.stack_length,

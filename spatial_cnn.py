@@ -12,12 +12,14 @@ from utils import run_cli
 
 # --recipe: values of the arguments not given explicitly. The reference is the defaults; TSN's
 # RGB settings follow the paper and its authors' PyTorch port (tsn-pytorch: 80 epochs,
-# x0.1 after 30 and 60, clip 20, dropout 0.8).
+# x0.1 after 30 and 60, clip 20, dropout 0.8, 13 crop positions, its learning-rate groups,
+# segment-centre test positions over every frame: RGB reads one frame, L = 1).
 RECIPES = {
     "reference": {},
-    "tsn": {"train_crop": "multiscale", "partial_bn": True, "dropout": 0.8, "segments": 3, "clip_grad_norm": 20.0,
-            "weight_decay": 5e-4, "lr": 1e-3, "lr_scheduler": "multistep", "lr_milestones": [30, 60], "epochs": 80,
-            "test_frames": 25, "test_crops": 10},
+    "tsn": {"train_crop": "multiscale", "crop_positions": 13, "partial_bn": True, "dropout": 0.8, "segments": 3,
+            "clip_grad_norm": 20.0, "weight_decay": 5e-4, "lr": 1e-3, "lr_scheduler": "multistep",
+            "lr_milestones": [30, 60], "epochs": 80, "lr_groups": "tsn", "test_frames": 25, "test_crops": 10,
+            "test_positions": "centres", "test_scale": "tsn", "stack_length": 1},
 }
 
 
@@ -25,7 +27,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = engine.get_args_parser("spatial", __doc__, add_help)
     parser.add_argument("--data-root", default="data/jpegs_256", help="folder of RGB frames")
     parser.add_argument("--stack-length", type=int, default=10,
-                        help="motion stack length; test positions avoid the last L-1 frames as the motion stream's do")
+                        help="the motion stream's stack length: positions avoid the last L-1 frames, as the motion "
+                             "stream's do, so that both see the same moments (the tsn recipe: 1, every frame)")
     parser.set_defaults(batch_size=25, lr=5e-4, epochs=50, segments=3, crop_scales=list(TSN_SCALES))
     return parser
 
@@ -33,10 +36,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 SPATIAL = engine.Stream(
     name="spatial",
     sources=lambda args, layout: stream_sources("spatial", layout, data_root=args.data_root),
-    dataset=lambda videos, train, args, test_mode: SpatialDataset(
-        videos, train, segments=args.segments, input_size=args.input_size, test_frames=args.test_frames,
-        test_mode=test_mode, stack_length=args.stack_length, train_crop=args.train_crop,
-        crop_scales=args.crop_scales, crop_positions=args.crop_positions, flip=args.flip),
+    dataset=lambda videos, train, args, test_mode: SpatialDataset(videos, train, test_mode=test_mode,
+                                                                  **engine.dataset_options(args)),
     normalizer=lambda args, channels_last, resize: spatial_normalizer(channels_last, resize),
     in_channels=lambda args: 3,
     recipes=RECIPES,

@@ -14,10 +14,10 @@ _EXPORTS = {
               "stream_sources"),
     "loaders": ("ShardSampler", "TrainSampler", "build_loader", "default_workers"),
     "sampling": ("STACK_LENGTH", "TEST_FRAMES", "random_start", "segment_positions", "stack_frames",
-                 "evaluation_positions"),
+                 "evaluation_positions", "centre_positions", "place_test_positions", "TEST_POSITIONS"),
     "splits": ("DEFAULT_SPLIT_DIR", "Split", "SplitError", "VideoRecord", "holdout_groups", "load_split"),
     "transforms": ("FrameReadError", "InputNormalizer", "MOTION_SCALES", "TEST_CROPS", "TSN_SCALES", "MultiCrop",
-                   "motion_normalizer", "spatial_normalizer"),
+                   "motion_normalizer", "spatial_normalizer", "TEST_SCALES", "multicrop_scale_side"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

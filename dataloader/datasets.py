@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .index import IndexedVideo
-from .sampling import STACK_LENGTH, TEST_FRAMES, evaluation_positions, segment_positions, stack_frames
+from .sampling import STACK_LENGTH, TEST_FRAMES, place_test_positions, segment_positions, stack_frames
 from .transforms import (TSN_SCALES, CropParams, fit_for_crop, flow_to_tensor, multiscale_crop_params,
                          random_crop_params, read_image, rgb_to_tensor, test_view, train_crop)
 
@@ -31,7 +31,8 @@ class _VideoDataset(Dataset):
     def __init__(self, videos: list[IndexedVideo], train: bool, input_size: int = 224,
                  test_frames: int = TEST_FRAMES, test_mode: str = "resize",
                  stack_length: int = STACK_LENGTH, segments: int = 1, train_crop: str = "random",
-                 crop_scales: tuple[float, ...] = TSN_SCALES, crop_positions: int = 5, flip: bool = True):
+                 crop_scales: tuple[float, ...] = TSN_SCALES, crop_positions: int = 5, flip: bool = True,
+                 test_positions: str = "starts", test_scale_side: int | None = None):
         if not videos:
             raise ValueError("a dataset needs at least one video")
         if train_crop not in TRAIN_CROPS:
@@ -45,9 +46,10 @@ class _VideoDataset(Dataset):
         self.test_mode = test_mode
         self.stack_length = stack_length
         self.test_frames = test_frames
+        self.test_scale_side = test_scale_side  # multi-crop testing: frames' short side first scaled to this
         if not train:
             self.test_items = [(v, p) for v, video in enumerate(videos)
-                               for p in evaluation_positions(video.frames, test_frames, stack_length)]
+                               for p in place_test_positions(video.frames, test_frames, stack_length, test_positions)]
 
     def __len__(self) -> int:
         return len(self.videos) if self.train else len(self.test_items)
@@ -79,7 +81,7 @@ class SpatialDataset(_VideoDataset):
             v, position = self.test_items[item]
             video = self.videos[v]
             img = read_image(video.sources[0].path(position), "RGB")
-            frame = test_view(img, self.input_size, self.test_mode)
+            frame = test_view(img, self.input_size, self.test_mode, self.test_scale_side)
             return rgb_to_tensor([frame])[0], video.record.label, v
         index, seed = item
         rng = random.Random(seed)
@@ -111,8 +113,8 @@ class MotionDataset(_VideoDataset):
             v, start = self.test_items[item]
             video = self.videos[v]
             xs, ys = self._read_stack(video, start)
-            size, mode = self.input_size, self.test_mode
-            stack = flow_to_tensor([test_view(i, size, mode) for i in xs], [test_view(i, size, mode) for i in ys])
+            view = (self.input_size, self.test_mode, self.test_scale_side)
+            stack = flow_to_tensor([test_view(i, *view) for i in xs], [test_view(i, *view) for i in ys])
             return stack, video.record.label, v
         index, seed = item
         rng = random.Random(seed)

@@ -54,6 +54,31 @@ def evaluation_positions(num_frames: int, count: int = TEST_FRAMES,
     return [1 + k * interval for k in range(count)]
 
 
+def centre_positions(num_frames: int, count: int = TEST_FRAMES, stack_length: int = STACK_LENGTH) -> list[int]:
+    """TSN's test protocol: the valid range cut into ``count`` equal segments, one position at
+    each segment's centre (tsn-pytorch ``_get_test_indices``: tick = (n-L+1)/count,
+    ``int(tick/2 + k*tick) + 1``; mmaction2's SampleFrames in test mode gives the same). The
+    video's tail after the last frame read is at most half a segment."""
+    if count < 1:
+        raise ValueError(f"the number of test positions must be positive, got {count}")
+    tick = num_valid_starts(num_frames, stack_length) / float(count)
+    return [int(tick / 2.0 + tick * k) + 1 for k in range(count)]
+
+
+TEST_POSITIONS = ("starts", "centres")
+
+
+def place_test_positions(num_frames: int, count: int = TEST_FRAMES, stack_length: int = STACK_LENGTH,
+                   placement: str = "starts") -> list[int]:
+    """The test positions of a video: segment ``starts`` (the reference's protocol) or
+    segment ``centres`` (TSN's)."""
+    if placement == "starts":
+        return evaluation_positions(num_frames, count, stack_length)
+    if placement == "centres":
+        return centre_positions(num_frames, count, stack_length)
+    raise ValueError(f"test positions must be one of {TEST_POSITIONS}, got {placement!r}")
+
+
 def stack_frames(start: int, stack_length: int = STACK_LENGTH, reference_order: bool = False) -> list[int]:
     """Flow frames of a stack, in channel order.
 

@@ -116,14 +116,40 @@ def train_crop(img: Image.Image, size: int, params: CropParams) -> np.ndarray:
     return array[:, ::-1] if params.flip else array
 
 
-def test_view(img: Image.Image, size: int, mode: str = "resize") -> np.ndarray:
+TEST_SCALES = ("stored", "tsn")
+
+
+def multicrop_scale_side(test_scale: str, input_size: int) -> int | None:
+    """The short side frames are scaled to before multi-crop testing: None keeps them as stored;
+    ``tsn`` is tsn-pytorch's ``scale_size = input_size * 256 // 224`` (256 for 224 crops)."""
+    if test_scale == "stored":
+        return None
+    if test_scale == "tsn":
+        return input_size * 256 // 224
+    raise ValueError(f"test scale must be one of {TEST_SCALES}, got {test_scale!r}")
+
+
+def scale_short_side(img: Image.Image, side: int) -> Image.Image:
+    """Resize so that the short side is ``side``, keeping the aspect ratio (torchvision's and so
+    tsn-pytorch's GroupScale: the long side truncated, bilinear)."""
+    w, h = img.size
+    if min(w, h) == side:
+        return img
+    size = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
+    return img.resize(size, Image.BILINEAR)
+
+
+def test_view(img: Image.Image, size: int, mode: str = "resize", scale_side: int | None = None) -> np.ndarray:
     """Test-time view: the reference resizes the whole frame to size x size (default, keeps
     results comparable); ``center`` resizes the short side and takes the central square;
     ``full`` keeps the decoded frame as it is, for a resize of the whole batch on the device;
-    ``crops`` too (upscaled if its short side is below ``size``), for test crops cut on the device."""
+    ``crops`` too (short side scaled to ``scale_side`` when given, else upscaled only if below
+    ``size``), for test crops cut on the device."""
     if mode == "full":
         return np.asarray(img)
     if mode == "crops":
+        if scale_side is not None:
+            img = scale_short_side(img, scale_side)
         return np.asarray(fit_for_crop(img, size))
     if mode == "resize":
         return np.asarray(img.resize((size, size), Image.BILINEAR))
@@ -142,8 +168,9 @@ TEST_CROPS = (1, 3, 5, 10)
 
 def multi_crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int, bool]]:
     """(top, left, flipped) of the ``count`` test crops of side ``size``: 1 = the centre;
-    3 = the start, centre and end of the long side; 5 = the 4 corners and the centre; 10 =
-    those 5, then the same 5 flipped."""
+    3 = the start, centre and end of the long side; 5 = the 4 corners and the centre, placed
+    as TSN places them (tsn-pytorch GroupOverSample and mmaction2 TenCrop: multiples of a
+    quarter of the margin, ``fixed_offsets``); 10 = those 5, then the same 5 flipped."""
     if height < size or width < size:
         raise ValueError(f"a {height}x{width} frame is smaller than the {size}x{size} test crop")
     centre = ((height - size) // 2, (width - size) // 2)
@@ -154,7 +181,7 @@ def multi_crop_boxes(height: int, width: int, size: int, count: int) -> list[tup
             return [(centre[0], left, False) for left in (0, centre[1], width - size)]
         return [(top, centre[1], False) for top in (0, centre[0], height - size)]
     if count in (5, 10):
-        five = [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size), centre]
+        five = fixed_offsets(height, width, size, size, 5)
         return [(t, l, False) for t, l in five] + [(t, l, True) for t, l in five if count == 10]
     raise ValueError(f"test crops must be one of {TEST_CROPS}, got {count}")
 

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from dataloader.splits import read_class_index
-from dataloader.transforms import (FLOW_MEAN, MultiCrop, flow_to_tensor, motion_normalizer, rgb_to_tensor,
-                                   spatial_normalizer, test_view)
+from dataloader.transforms import (FLOW_MEAN, MultiCrop, flow_to_tensor, motion_normalizer, multicrop_scale_side,
+                                   rgb_to_tensor, spatial_normalizer, test_view)
 from engine import CHECKPOINT_FORMAT, load_checkpoint
 from flow.storage import flow_function, quantize
 from models import build_model
@@ -40,6 +40,8 @@ class StreamModel:
     reference_order: bool
     test_crops: MultiCrop | None  # cuts --test-crops crops from each frame on the device
     recipe: str
+    test_positions: str = "starts"  # where the positions lie in their segments: starts or centres
+    scale_side: int | None = None  # multi-crop testing: the frames' short side is first scaled to this
 
     @property
     def view(self) -> str:
@@ -72,7 +74,8 @@ def load_stream(path: str, stream: str, device: torch.device, class_ind: str | N
                        int(args.get("test_frames", 19)), args.get("test_view", "resize"), stack_length,
                        bool(args.get("reference_stack_order", False)),
                        MultiCrop(input_size, crops, flow=stream == "motion") if crops > 1 else None,
-                       args.get("recipe", "reference"))
+                       args.get("recipe", "reference"), args.get("test_positions", "starts"),
+                       multicrop_scale_side(args.get("test_scale", "stored"), input_size))
 
 
 # --- the storage round trip of the training data -----------------------------------------------
@@ -183,13 +186,13 @@ class StreamingScorer:
         self.plans: dict[str, StreamPlan] = {}
         for s in streams:
             if s.name == "spatial":
-                self.plans[s.name] = plan_spatial(windows, positions[s.name], s.stack_length)
+                self.plans[s.name] = plan_spatial(windows, positions[s.name], s.stack_length, s.test_positions)
             else:
                 if total_frames - 1 < s.stack_length:
                     raise UserError(f"{total_frames} frames: the motion stream needs at least {s.stack_length + 1} "
                                     f"(one stack of {s.stack_length} flow frames)")
                 self.plans[s.name] = plan_motion(windows, positions[s.name], s.stack_length, total_frames,
-                                                 s.reference_order)
+                                                 s.reference_order, s.test_positions)
         self.spatial = next((s for s in streams if s.name == "spatial"), None)
         self.motion = next((s for s in streams if s.name == "motion"), None)
         spatial, motion = self.plans.get("spatial"), self.plans.get("motion")
@@ -249,7 +252,7 @@ class StreamingScorer:
 
     def _spatial_input(self, frame: np.ndarray) -> torch.Tensor:
         s = self.spatial
-        return rgb_to_tensor([test_view(as_loaded(frame, self.quality, "RGB"), s.input_size, s.view)])[0]
+        return rgb_to_tensor([test_view(as_loaded(frame, self.quality, "RGB"), s.input_size, s.view, s.scale_side)])[0]
 
     def _compute_flow(self, pairs: list[int], grey: dict, flows: dict) -> list[int]:
         """Flow of the pending pairs, at once (batched on the device, or over the workers);
@@ -263,7 +266,7 @@ class StreamingScorer:
         for p, f in zip(pairs, computed):
             x = as_loaded(quantize(f[..., 0], self.bound), self.quality, "L")
             y = as_loaded(quantize(f[..., 1], self.bound), self.quality, "L")
-            flows[p] = (test_view(x, s.input_size, s.view), test_view(y, s.input_size, s.view))
+            flows[p] = (test_view(x, s.input_size, s.view, s.scale_side), test_view(y, s.input_size, s.view, s.scale_side))
         latest = max(grey)
         for i in [i for i in grey if i != latest]:
             del grey[i]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dataloader.sampling import evaluation_positions, stack_frames
+from dataloader.sampling import place_test_positions, stack_frames
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,21 @@ class StreamPlan:
     last_use: dict[int, int] = field(default_factory=dict)        # frame or pair -> last window
 
 
-def plan_spatial(windows: list[Window], positions: list[int], stack_length: int) -> StreamPlan:
+def plan_spatial(windows: list[Window], positions: list[int], stack_length: int,
+                 placement: str = "starts") -> StreamPlan:
     """The test positions of each window (``positions[w]`` of them, placed as --evaluate places
-    them in a video of the window's length), one frame each."""
+    them in a video of the window's length: segment ``placement`` starts or centres), one frame each."""
     plan = StreamPlan()
     for w, window in enumerate(windows):
-        frames = [window.first + p - 1 for p in evaluation_positions(window.end - window.first, positions[w],
-                                                                     stack_length)]
+        frames = [window.first + p - 1 for p in place_test_positions(window.end - window.first, positions[w],
+                                                                     stack_length, placement)]
         plan.inputs.append([[f] for f in frames])
         plan.last_use.update({f: w for f in frames})
     return plan
 
 
 def plan_motion(windows: list[Window], positions: list[int], stack_length: int, total_frames: int,
-                reference_order: bool = False) -> StreamPlan:
+                reference_order: bool = False, placement: str = "starts") -> StreamPlan:
     """The stacks at each window's test positions, as flow pair indices: flow frame j (1-based,
     of the window's n - 1 flow frames) is pair first + j - 1. A stack near the video's end is
     moved back so that its pairs exist."""
@@ -71,7 +72,7 @@ def plan_motion(windows: list[Window], positions: list[int], stack_length: int, 
     for w, window in enumerate(windows):
         flow_frames = max(1, window.end - window.first - 1)
         stacks = []
-        for p in evaluation_positions(flow_frames, positions[w], stack_length):
+        for p in place_test_positions(flow_frames, positions[w], stack_length, placement):
             shift = min(window.first + p - 1, last_start) - (window.first + p - 1)
             stacks.append([window.first + j - 1 + shift for j in stack_frames(p, stack_length, reference_order)])
         plan.inputs.append(stacks)
