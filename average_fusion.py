@@ -16,8 +16,8 @@ import json
 import numpy as np
 
 from dataloader.splits import add_split_arguments, split_from_args
-from utils import (ScoreFileError, UserError, atomic_write, default_fusion_weights, load_score_info, load_scores,
-                   run_cli)
+from utils import (ScoreFileError, UserError, atomic_write, check_fusion_weights, default_fusion_weights,
+                   load_score_info, load_scores, run_cli)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -77,6 +77,16 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def check_streams(infos: dict[str, dict], paths: dict[str, str]) -> None:
+    """A score file whose .json names another stream than the flag it came by (--spatial given
+    the motion file) is refused: its weight, e.g. TSN's 1.5, would go to the wrong stream."""
+    for name, info in infos.items():
+        written_by = info.get("stream")
+        if name in ("spatial", "motion") and written_by is not None and written_by != name:
+            raise UserError(f"{paths[name]} holds the {written_by} stream's scores (its .json says so), given as "
+                            f"--{name}\n  fix: pass it as --{written_by}")
+
+
 def fuse(args: argparse.Namespace) -> dict:
     paths = {"spatial": args.spatial, "motion": args.motion}
     for item in args.stream:
@@ -84,13 +94,14 @@ def fuse(args: argparse.Namespace) -> dict:
         if not sep or not name or not path or name in paths or name == "fusion":
             raise UserError(f"--stream wants NAME=PATH with a new name, got {item!r}")
         paths[name] = path
-    weights = args.weights or default_fusion_weights({n: load_score_info(p).get("recipe") for n, p in paths.items()})
+    infos = {name: load_score_info(path) for name, path in paths.items()}
+    check_streams(infos, paths)
+    weights = args.weights or default_fusion_weights({n: info.get("recipe") for n, info in infos.items()})
     if weights and not args.weights:
         print(f"weights {' : '.join(f'{w:g}' for w in weights)} (TSN recipe, from the score files' .json; "
               f"--weights to choose others)")
     weights = weights or [1.0] * len(paths)
-    if len(weights) != len(paths):
-        raise UserError(f"--weights has {len(weights)} values for {len(paths)} streams ({', '.join(paths)})")
+    check_fusion_weights(weights, list(paths))
     streams = {name: load_scores(path) for name, path in paths.items()}
     videos, matrices = align(streams, paths)
 

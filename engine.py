@@ -188,13 +188,14 @@ class _Unset:
 
 _UNSET = _Unset()
 
+MAX_TEST_FRAMES = 1000  # positions a test video: the reference reads 19, TSN 25
 # flag -> (check, what it must be); checked after parsing, all problems in one message
 _NUMERIC_CHECKS = {
     "epochs": (lambda v: v >= 1, "at least 1"),
     "batch_size": (lambda v: v >= 1, "at least 1"),
     "test_batch_size": (lambda v: v is None or v >= 1, "at least 1"),
-    "test_frames": (lambda v: v >= 1, "at least 1"),
-    "input_size": (lambda v: v >= 8, "at least 8 pixels"),
+    "test_frames": (lambda v: 1 <= v <= MAX_TEST_FRAMES, f"1 to {MAX_TEST_FRAMES}"),
+    "input_size": (lambda v: 8 <= v <= 4096, "8 to 4096 pixels"),
     "lr": (lambda v: v > 0 and math.isfinite(v), "a positive number"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (lambda v: 0 <= v < math.inf, "0 or more"),
@@ -257,9 +258,35 @@ FIXED_SETTINGS = ("arch", "lr_groups")
 LEGACY_SETTINGS = {"test_positions": "starts", "test_scale": "stored", "lr_groups": "single"}
 
 
+_SETTING_CHOICES = {"arch": ARCHS, "recipe": ("reference", "tsn"), "test_view": ("resize", "center"),
+                    "test_crops": TEST_CROPS, "test_positions": TEST_POSITIONS, "test_scale": TEST_SCALES,
+                    "lr_groups": LR_GROUPS, "reference_stack_order": (True, False)}
+
+
+def check_stored_settings(saved: dict, path: str | Path) -> None:
+    """The settings a checkpoint stores pass the same checks as the flags that set them; an
+    edited or damaged one is one message naming the checkpoint."""
+    problems = []
+    for name in CHECKPOINT_SETTINGS:
+        if name not in saved:
+            continue
+        value = saved[name]
+        if name in _SETTING_CHOICES:
+            if not any(value == c and type(value) is type(c) for c in _SETTING_CHOICES[name]):
+                problems.append(f"{name} {value!r} (one of {', '.join(map(str, _SETTING_CHOICES[name]))})")
+        elif name in _NUMERIC_CHECKS:
+            ok, what = _NUMERIC_CHECKS[name]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
+                problems.append(f"{name} {value!r} (must be {what})")
+    if problems:
+        raise UserError(f"{path} stores settings no run can have: {'; '.join(problems)}\n  fix: the checkpoint was "
+                        f"edited or damaged; use the file its training wrote")
+
+
 def apply_checkpoint_settings(args: argparse.Namespace, saved: dict, path: str) -> list[str]:
     """Take the checkpoint's input settings where the command line is silent; refuse a flag
     that contradicts one unless --override-checkpoint-settings. Returns what was taken."""
+    check_stored_settings(saved, path)
     explicit = set(getattr(args, "explicit", ()))
     saved = {**LEGACY_SETTINGS, **saved}
     taken = []

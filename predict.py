@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,8 +35,14 @@ from dataloader.video import VIDEO_EXTENSIONS, VideoReader, find_videos, read_ah
 from flow.storage import CPU_METHODS
 from inference.outputs import annotate_video, plot_timeline, print_segments, write_csv
 from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_stream
-from inference.windows import plan_windows, segments
-from utils import UserError, atomic_write, check_writable_file, default_fusion_weights, default_workers, run_cli
+from inference.windows import count_windows, plan_windows, segments
+from utils import (UserError, atomic_write, check_fusion_weights, check_writable_file, default_fusion_weights,
+                   default_workers, run_cli)
+
+
+MAX_POSITIONS = 1000  # test positions a window or video: TSN uses 25, the reference 19
+MAX_WINDOW_INPUTS = 2_000_000  # windows x positions planned for one video (about 100 MB of plans)
+ANNOTATE_SUFFIXES = (".mp4", ".avi")
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -80,6 +87,13 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
     times = reader.timestamps()  # the true frame count, whatever the container says
     if not times:
         raise UserError("no frames could be decoded")
+    if args.window:
+        count = count_windows(times, args.window, args.stride)
+        inputs = count * max(args.window_frames or s.test_frames for s in streams)
+        if inputs > MAX_WINDOW_INPUTS:
+            raise UserError(f"--window {args.window:g} --stride {args.stride:g} on {times[-1] - times[0]:.1f} s of video: "
+                            f"{count} windows x their test positions = {inputs} inputs to plan, more than the bound "
+                            f"{MAX_WINDOW_INPUTS}\n  fix: a larger --stride or fewer --window-frames")
     # the timeline's windows, then the whole video (last: its frames are kept to the end anyway)
     windows = (plan_windows(times, args.window, args.stride) if args.window else []) + plan_windows(times)
     whole = windows[-1]
@@ -159,24 +173,73 @@ def check_args(args: argparse.Namespace) -> None:
                             f"--stride {args.stride}")
     if args.window_frames is not None and args.window_frames < 1:
         raise UserError("--window-frames must be at least 1")
+    if args.window_frames is not None and args.window_frames > MAX_POSITIONS:
+        raise UserError(f"--window-frames {args.window_frames}: at most {MAX_POSITIONS} test positions a window")
     if (args.csv or args.min_score or args.plot) and not args.window:
         raise UserError("--csv, --min-score and --plot describe windows: give --window SECONDS")
+    if args.weights is not None:
+        check_fusion_weights(args.weights, [name for name in ("spatial", "motion") if getattr(args, name)])
     for flag in ("json", "csv"):
         if getattr(args, flag):
             check_writable_file(getattr(args, flag), f"--{flag}")
 
 
-def output_path(option: str, video: Path, several: bool, suffix: str) -> Path:
+def check_outputs(args: argparse.Namespace, videos: list[Path]) -> None:
+    """Refuse, before any work, an output that is one of the inputs (a video, a checkpoint, the
+    class list) or another output: writing it would replace what is read."""
+    inputs = {f"the video {v}": v for v in videos}
+    inputs.update({f"--{flag} {getattr(args, flag)}": Path(getattr(args, flag))
+                   for flag in ("spatial", "motion", "class_ind") if getattr(args, flag)})
+    several = len(videos) > 1
+    outputs = {f"--{flag} {getattr(args, flag)}": Path(getattr(args, flag))
+               for flag in ("json", "csv") if getattr(args, flag)}
+    for flag, suffix in (("plot", "_timeline.png"), ("annotate", "_annotated.mp4")):
+        option = getattr(args, flag)
+        if not option:
+            continue
+        if not several and Path(option).is_dir():
+            raise UserError(f"--{flag} {option} is a folder\n  fix: pass a file name (a folder is for several videos)")
+        for video in videos:
+            path = output_path(option, video, several, suffix, create=False)
+            outputs[f"--{flag} {path}"] = path
+    seen: dict[Path, str] = {}
+    for what, path in outputs.items():
+        for other, existing in [*inputs.items(), *((o, p) for p, o in seen.items())]:
+            if _same_file(path, existing):
+                raise UserError(f"{what} is {other}: writing it would replace it\n  fix: give another output path")
+        seen[path] = what
+    if args.annotate and Path(args.annotate).suffix.lower() not in ("", *ANNOTATE_SUFFIXES):
+        raise UserError(f"--annotate {args.annotate}: write an .mp4 or .avi file (or a folder for several videos)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, and paths that differ only in spelling
+    except OSError:  # one of them does not exist (yet): no existing file can be replaced
+        return False
+
+
+def output_path(option: str, video: Path, several: bool, suffix: str, create: bool = True) -> Path:
     """--plot/--annotate: the file itself for one video, a file in that folder for several."""
     path = Path(option)
     if not several:
         return path
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path / f"{video.stem}{suffix}"
 
 
 def main(args: argparse.Namespace) -> int:
     check_args(args)
+    videos: list[Path] = []
+    for item in args.videos:
+        path = Path(item)
+        videos += find_videos(path) if path.is_dir() else [path]
+    if not videos:
+        raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {' '.join(args.videos)}")
+    check_outputs(args, videos)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
@@ -192,15 +255,7 @@ def main(args: argparse.Namespace) -> int:
                         f"{args.spatial}, {len(streams[1].classes)} in {args.motion}, first difference: {difference})")
     weights = (args.weights or default_fusion_weights({s.name: s.recipe for s in streams})
                or [1.0] * len(streams))
-    if len(weights) != len(streams):
-        raise UserError(f"--weights has {len(weights)} values for {len(streams)} streams")
-
-    videos: list[Path] = []
-    for item in args.videos:
-        path = Path(item)
-        videos += find_videos(path) if path.is_dir() else [path]
-    if not videos:
-        raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {' '.join(args.videos)}")
+    check_fusion_weights(weights, [s.name for s in streams])
     method = args.flow_method or ("tvl1-torch" if device.type == "cuda" else "tvl1")
     flow_of = FlowFunction(method, device, args.workers) if args.motion else None
     try:
@@ -241,11 +296,16 @@ def run_videos(videos: list[Path], streams: list[StreamModel], weights: list[flo
         if "windows" in record:
             print_segments(segments(record["windows"], args.min_score))
         several = len(videos) > 1
-        if args.plot:
-            plot_timeline(output_path(args.plot, path, several, "_timeline.png"), record)
-        if args.annotate:
-            annotate_video(path, output_path(args.annotate, path, several, "_annotated.mp4"), record,
-                           None if args.size == [0, 0] else tuple(args.size))
+        try:  # a drawing that fails keeps the record: the JSON is written all the same
+            if args.plot:
+                plot_timeline(output_path(args.plot, path, several, "_timeline.png"), record)
+            if args.annotate:
+                annotate_video(path, output_path(args.annotate, path, several, "_annotated.mp4"), record,
+                               None if args.size == [0, 0] else tuple(args.size))
+        except (UserError, OSError) as err:
+            failed.append(path)
+            record["error"] = f"--plot/--annotate: {err}"
+            print(f"{path}: error: {record['error']}", file=sys.stderr)
     return records, failed
 
 

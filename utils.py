@@ -422,6 +422,9 @@ def save_score_info(score_path: str | Path, info: Mapping[str, object]) -> None:
         json.dump(dict(info), f, indent=1)
 
 
+SCORE_INFO_MAX_BYTES = 1 << 20  # a description is a few hundred bytes
+
+
 def load_score_info(score_path: str | Path) -> dict:
     """The protocol saved beside a score file; {} when there is none (the reference's files)."""
     import json
@@ -430,7 +433,12 @@ def load_score_info(score_path: str | Path) -> dict:
     if not path.is_file():
         return {}
     try:
+        if path.stat().st_size > SCORE_INFO_MAX_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, more than a description's {SCORE_INFO_MAX_BYTES}")
         info = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ScoreFileError(f"{path}: nested too deeply to be a score description\n  fix: delete it or evaluate "
+                             f"the stream again") from None
     except (OSError, ValueError) as err:
         raise ScoreFileError(f"{path}: not a readable score description ({err})\n  fix: delete it (it only sets "
                              f"default fusion weights) or evaluate the stream again") from None
@@ -443,3 +451,15 @@ def default_fusion_weights(recipes: Mapping[str, str | None]) -> list[float] | N
     if set(recipes) == set(TSN_FUSION_WEIGHTS) and all(r == "tsn" for r in recipes.values()):
         return [TSN_FUSION_WEIGHTS[name] for name in recipes]
     return None
+
+
+def check_fusion_weights(weights: list[float], names: list[str]) -> None:
+    """Refuse weights that rank nothing meaningful: a count other than the streams', a negative
+    or non-finite weight, or all zero (the fused score would be 0/0)."""
+    if len(weights) != len(names):
+        raise UserError(f"--weights has {len(weights)} values for {len(names)} streams ({', '.join(names)})")
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise UserError(f"--weights {' '.join(f'{w:g}' for w in weights)}: each weight must be 0 or more and at "
+                        f"least one positive, else the fused scores rank nothing\n  fix: e.g. --weights "
+                        f"{' '.join('1' for _ in names)}")
+

@@ -17,7 +17,7 @@ from PIL import Image
 from dataloader.splits import read_class_index
 from dataloader.transforms import (FLOW_MEAN, MultiCrop, flow_to_tensor, motion_normalizer, multicrop_scale_side,
                                    rgb_to_tensor, spatial_normalizer, test_view)
-from engine import CHECKPOINT_FORMAT, load_checkpoint
+from engine import CHECKPOINT_FORMAT, check_stored_settings, load_checkpoint
 from flow.storage import flow_function, quantize
 from models import build_model
 from utils import UserError
@@ -61,6 +61,10 @@ def load_stream(path: str, stream: str, device: torch.device, class_ind: str | N
     if not classes:
         raise UserError(f"{path} stores no class names\n  fix: pass --class-ind classInd.txt of its training split")
     args = ckpt.get("args", {})
+    check_stored_settings(args, path)
+    if len(classes) != ckpt["num_classes"]:
+        raise UserError(f"{path} stores {len(classes)} class names for a model of {ckpt['num_classes']} outputs\n"
+                        f"  fix: the checkpoint was edited or damaged; use the file its training wrote")
     model = build_model(ckpt["arch"], ckpt["num_classes"], ckpt["in_channels"], "none")
     model.load_state_dict(ckpt["model"])
     model.eval().to(device)

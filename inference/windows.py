@@ -17,6 +17,14 @@ class Window:
     stop: float
 
 
+def count_windows(times: list[float], window: float, stride: float) -> int:
+    """How many windows ``plan_windows`` makes at most, computed without making them."""
+    span = times[-1] - times[0]
+    if span < window:
+        return 1
+    return int((span - window) / stride) + 2
+
+
 def plan_windows(times: list[float], window: float | None = None, stride: float | None = None) -> list[Window]:
     """The whole video as one window (``window`` None), or windows of ``window`` seconds every
     ``stride`` seconds by the frames' timestamps; a window longer than the video is the whole

@@ -389,7 +389,7 @@ def test_bad_numeric_flags_are_one_usage_message(data, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     for problem in ("--epochs must be at least 1, got 0", "--batch-size must be at least 1, got 0",
-                    "--test-frames must be at least 1, got 0", "--lr must be a positive number, got -1.0"):
+                    "--test-frames must be 1 to 1000, got 0", "--lr must be a positive number, got -1.0"):
         assert problem in proc.stderr
 
 

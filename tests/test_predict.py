@@ -385,3 +385,12 @@ def test_a_video_broken_partway_keeps_what_was_decoded(trained, tmp_path, capsys
     (record,) = json.loads((tmp_path / "b.json").read_text())
     assert 50 < record["frames"] < 150 and record["decode_stopped_at"] > 1.0
     assert "decoding stopped at" in capsys.readouterr().err
+
+
+def test_a_timeline_too_fine_to_plan_is_refused_with_the_bound(trained, tmp_path):
+    root, _ = trained
+    video = write_long_video(tmp_path / "v.avi", [((230, 80, 60), -1)], 50)
+    args = predict_args(root, video, "--window", "1", "--stride", "0.0000001", "--json", str(tmp_path / "b.json"))
+    assert predict.main(args) == 1  # the video fails, with the bound; nothing was planned
+    (record,) = json.loads((tmp_path / "b.json").read_text())
+    assert "more than the bound 2000000" in record["error"] and "--stride" in record["error"]

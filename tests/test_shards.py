@@ -40,9 +40,35 @@ def test_the_shard_comes_from_the_flag_torchrun_or_a_job_array():
     assert resolve_shard(None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "3",
                                 "SLURM_ARRAY_TASK_MIN": "1"}) == (2, 3)
     assert resolve_shard(None, {}) == (0, 1)
-    for bad in ("3/3", "a/2", "1"):
+    for bad in ("3/3", "a/2", "1", "²/3"):
         with pytest.raises(UserError, match="--shard wants K/N"):
             resolve_shard(bad, {})
+
+
+def test_a_stepped_slurm_array_covers_every_shard_once():
+    """--array=0-8:2: ids 0, 2, 4, 6, 8, COUNT 5, STEP 2 give shards 0..4, each once."""
+    env = {"SLURM_ARRAY_TASK_COUNT": "5", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "8",
+           "SLURM_ARRAY_TASK_STEP": "2"}
+    got = [resolve_shard(None, {**env, "SLURM_ARRAY_TASK_ID": str(task)}) for task in range(0, 10, 2)]
+    assert got == [(k, 5) for k in range(5)]
+    stepped = {**env, "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_MAX": "18", "SLURM_ARRAY_TASK_ID": "14"}
+    assert resolve_shard(None, stepped) == (2, 5)
+
+
+@pytest.mark.parametrize("env", [
+    # --array=1,3,7: not evenly spaced, 3 ids cannot be named as shards 0..2 from MIN/STEP
+    {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1",
+     "SLURM_ARRAY_TASK_MAX": "7", "SLURM_ARRAY_TASK_STEP": "1"},
+    # step ids without the step variable: task 8 of 5 would be shard 8
+    {"SLURM_ARRAY_TASK_ID": "8", "SLURM_ARRAY_TASK_COUNT": "5"},
+    {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "5"},
+    {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "0"},
+    {"RANK": "4", "WORLD_SIZE": "4"}, {"RANK": "-1", "WORLD_SIZE": "4"}, {"RANK": "0", "WORLD_SIZE": "0"},
+    {"RANK": "a", "WORLD_SIZE": "2"}, {"RANK": "²", "WORLD_SIZE": "4"},
+])
+def test_environments_that_name_no_shard_are_refused(env):
+    with pytest.raises(UserError, match="fix:"):
+        resolve_shard(None, env)
 
 
 @pytest.fixture(scope="module")

@@ -133,21 +133,44 @@ def _list_problems(header: str, problems: list[tuple[str, str]]) -> int:
 
 def resolve_shard(option: str | None, environ: dict | None = None) -> tuple[int, int]:
     """(K, N) of this process: ``--shard K/N`` (K 0-based), else torchrun's RANK/WORLD_SIZE,
-    else a Slurm job array's SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (from
-    SLURM_ARRAY_TASK_MIN), else (0, 1)."""
+    else a Slurm job array's task id among SLURM_ARRAY_TASK_COUNT ids (MIN, MIN + STEP, ...,
+    MAX), else (0, 1). Values that cannot be a shard are refused, never silently mapped."""
     from utils import UserError
 
     env = os.environ if environ is None else environ
     if option:
         k, sep, n = option.partition("/")
-        if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        if not (sep and k.isdecimal() and n.isdecimal() and 0 <= int(k) < int(n)):
             raise UserError(f"--shard wants K/N with 0 <= K < N (e.g. 0/4), got {option!r}")
         return int(k), int(n)
+
+    def number(name: str, default: int | None = None) -> int:
+        value = env.get(name)
+        if value is None and default is not None:
+            return default
+        if value is None or not value.strip().isdecimal():
+            raise UserError(f"the environment variable {name}={value!r} is not a whole number 0 or more\n"
+                            f"  fix: unset it, or pass --shard K/N")
+        return int(value)
+
     if "RANK" in env and "WORLD_SIZE" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"])
+        k, n = number("RANK"), number("WORLD_SIZE")
+        if not k < n:
+            raise UserError(f"RANK={k} with WORLD_SIZE={n}: a rank must be below the world size\n"
+                            f"  fix: start the processes with torchrun, or pass --shard K/N")
+        return k, n
     if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-        first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+        task, count = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_COUNT")
+        first, step = number("SLURM_ARRAY_TASK_MIN", 0), number("SLURM_ARRAY_TASK_STEP", 1)
+        last = number("SLURM_ARRAY_TASK_MAX", first + step * (count - 1))
+        evenly_spaced = count >= 1 and step >= 1 and last - first == step * (count - 1)
+        k = (task - first) // step if evenly_spaced else -1
+        if not (evenly_spaced and (task - first) % step == 0 and 0 <= k < count):
+            raise UserError(f"Slurm array task {task} of {count} (ids {first}..{last} step {step}): the task ids are "
+                            f"not MIN, MIN+STEP, ..., MAX, so they cannot name {count} shards that cover every "
+                            f"video\n  fix: use an array of consecutive ids (--array=0-{max(count - 1, 0)}), or "
+                            f"pass --shard K/N")
+        return k, count
     return 0, 1
 
 

@@ -1,0 +1,200 @@
+"""Inputs that arrive another way than a well-formed flag: output paths equal to inputs,
+fusion weights that rank nothing, score files given under the wrong stream's flag, checkpoints
+with edited settings, oversized or deeply nested sidecars, memory-sizing values."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import average_fusion
+import engine
+import predict
+from inference.scorer import load_stream
+from inference.windows import count_windows, plan_windows
+from models import build_model
+from utils import ScoreFileError, UserError, load_score_info, save_score_info
+
+CLASSES = ["Alpha", "Beta", "Gamma"]
+
+
+def checkpoint(path, stream="spatial", **settings):
+    """A checkpoint in this repo's format: a tiny untrained ResNet-18 and its stored settings."""
+    in_channels = 3 if stream == "spatial" else 20
+    args = {"arch": "resnet18", "recipe": "reference", "input_size": 32, "test_frames": 3, "test_crops": 1,
+            "test_view": "resize", "stack_length": 10, "flow_mean": 0.5, **settings}
+    torch.save({"format": engine.CHECKPOINT_FORMAT, "stream": stream, "arch": "resnet18", "num_classes": 3,
+                "in_channels": in_channels, "class_names": CLASSES, "args": args,
+                "model": build_model("resnet18", 3, in_channels, "none").state_dict()}, path)
+    return path
+
+
+# --- predict.py: outputs never replace inputs -----------------------------------------------------
+
+@pytest.fixture
+def inputs(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.avi", "b.mp4"):
+        (videos / name).write_bytes(b"not decoded: every refusal comes before any work")
+    spatial, motion = tmp_path / "s.pth.tar", tmp_path / "m.pth.tar"
+    spatial.write_bytes(b"checkpoint")
+    motion.write_bytes(b"checkpoint")
+    (tmp_path / "classInd.txt").write_text("1 Alpha\n")
+    return tmp_path
+
+
+def predict_args(root, *extra, videos=("videos/a.avi",)):
+    return predict.get_args_parser().parse_args(
+        [*(str(root / v) for v in videos), "--spatial", str(root / "s.pth.tar"), "--motion", str(root / "m.pth.tar"),
+         "--class-ind", str(root / "classInd.txt"), "--device", "cpu", *extra])
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv", "--plot", "--annotate"])
+@pytest.mark.parametrize("target", ["videos/a.avi", "s.pth.tar", "m.pth.tar", "classInd.txt"])
+def test_no_output_flag_may_name_an_input(inputs, flag, target):
+    before = {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()}
+    window = ["--window", "1"] if flag in ("--csv", "--plot") else []
+    args = predict_args(inputs, flag, str(inputs / target), *window)
+    with pytest.raises(UserError, match="would replace it"):
+        predict.main(args)
+    assert {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()} == before
+
+
+def test_an_input_reached_by_another_spelling_or_a_hard_link_is_refused(inputs):
+    os.link(inputs / "s.pth.tar", inputs / "link.json")
+    for spelling in (str(inputs / "videos" / ".." / "s.pth.tar"), str(inputs / "link.json")):
+        with pytest.raises(UserError, match="--spatial"):
+            predict.main(predict_args(inputs, "--json", spelling))
+
+
+def test_outputs_inside_a_folder_for_several_videos_are_checked_too(inputs):
+    # the folder for several videos gets <stem>_annotated.mp4: one of the inputs is named so
+    (inputs / "videos" / "a_annotated.mp4").write_bytes(b"an input video")
+    args = predict_args(inputs, "--annotate", str(inputs / "videos"),
+                        videos=("videos/a.avi", "videos/b.mp4", "videos/a_annotated.mp4"))
+    with pytest.raises(UserError, match="a_annotated.mp4 is the video"):
+        predict.main(args)
+
+
+def test_two_outputs_on_one_file_and_bad_drawings_are_refused_before_work(inputs):
+    with pytest.raises(UserError, match="--csv .* is --json"):
+        predict.main(predict_args(inputs, "--json", str(inputs / "o.json"), "--csv", str(inputs / "o.json"),
+                                  "--window", "1"))
+    (inputs / "plots").mkdir()
+    with pytest.raises(UserError, match="--plot .* is a folder"):
+        predict.main(predict_args(inputs, "--plot", str(inputs / "plots"), "--window", "1"))
+    with pytest.raises(UserError, match="--annotate .*mp4 or .avi"):
+        predict.main(predict_args(inputs, "--annotate", str(inputs / "out.mkv")))
+
+
+# --- fusion weights and swapped score files ------------------------------------------------------
+
+@pytest.mark.parametrize("weights", [["0", "0"], ["1", "-1"], ["-1", "2"], ["nan", "1"], ["inf", "1"]])
+def test_weights_that_rank_nothing_are_refused_by_predict(inputs, weights):
+    with pytest.raises(UserError, match="--weights"):
+        predict.main(predict_args(inputs, "--weights", *weights))
+
+
+def _score_files(tmp_path, spatial_info="spatial", motion_info="motion"):
+    rng = np.random.default_rng(0)
+    videos = ["Alpha_g01_c01", "Beta_g01_c01", "Gamma_g01_c01"]
+    split = tmp_path / "split"
+    split.mkdir(parents=True)
+    (split / "classInd.txt").write_text("1 Alpha\n2 Beta\n3 Gamma\n")
+    (split / "trainlist01.txt").write_text("")
+    (split / "testlist01.txt").write_text("".join(f"{v.split('_')[0]}/v_{v}.avi\n" for v in videos))
+    paths = {}
+    for name, info in (("spatial", spatial_info), ("motion", motion_info)):
+        path = tmp_path / f"{name}_video_preds.pickle"
+        with open(path, "wb") as f:
+            pickle.dump({v: rng.normal(size=3) for v in videos}, f)
+        if info:
+            save_score_info(path, {"stream": info, "recipe": "tsn"})
+        paths[name] = path
+    return paths, split
+
+
+def fusion_args(paths, split, *extra):
+    return average_fusion.get_args_parser().parse_args(
+        ["--spatial", str(paths["spatial"]), "--motion", str(paths["motion"]), "--split-dir", str(split), *extra])
+
+
+@pytest.mark.parametrize("weights", [["0", "0"], ["1", "-1"]])
+def test_weights_that_rank_nothing_are_refused_by_fusion(tmp_path, weights):
+    paths, split = _score_files(tmp_path)
+    with pytest.raises(UserError, match="--weights"):
+        average_fusion.fuse(fusion_args(paths, split, "--weights", *weights))
+
+
+def test_swapped_score_files_are_refused_naming_both(tmp_path):
+    paths, split = _score_files(tmp_path)
+    swapped = {"spatial": paths["motion"], "motion": paths["spatial"]}
+    with pytest.raises(UserError, match=r"motion stream's scores .* given as --spatial\n  fix: pass it as --motion"):
+        average_fusion.fuse(fusion_args(swapped, split))
+    report = average_fusion.fuse(fusion_args(paths, split))  # the right way round: TSN's 1 : 1.5
+    assert report["weights"] == {"spatial": 1.0, "motion": 1.5}
+    bare, split = _score_files(tmp_path / "bare", spatial_info=None, motion_info=None)  # no sidecars: as before
+    assert average_fusion.fuse(fusion_args({"spatial": bare["motion"], "motion": bare["spatial"]}, split))
+
+
+def test_a_huge_or_deeply_nested_sidecar_is_one_message(tmp_path):
+    score = tmp_path / "s.pickle"
+    sidecar = tmp_path / "s.json"
+    sidecar.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ScoreFileError, match="nested too deeply"):
+        load_score_info(score)
+    with open(sidecar, "w") as f:
+        f.write('{"stream": "' + "x" * (2 << 20) + '"}')
+    with pytest.raises(ScoreFileError, match="bytes"):
+        load_score_info(score)
+
+
+# --- checkpoints whose stored settings were edited ----------------------------------------------
+
+@pytest.mark.parametrize("settings,named", [
+    ({"test_frames": 100_000_000}, "test_frames"), ({"test_frames": -5}, "test_frames"),
+    ({"test_frames": "abc"}, "test_frames"), ({"input_size": 0}, "input_size"), ({"arch": "vgg"}, "arch"),
+    ({"test_crops": 4}, "test_crops"), ({"test_positions": "ends"}, "test_positions"),
+    ({"stack_length": 0}, "stack_length"), ({"flow_mean": float("nan")}, "flow_mean"),
+])
+def test_edited_checkpoint_settings_are_one_message_in_predict_and_evaluate(tmp_path, settings, named):
+    path = checkpoint(tmp_path / "edited.pth.tar", **settings)
+    with pytest.raises(UserError, match=f"edited.pth.tar stores settings no run can have: {named}"):
+        load_stream(str(path), "spatial", torch.device("cpu"))
+    args = engine.argparse.Namespace(explicit=[], override_checkpoint_settings=False, **{
+        k: None for k in engine.CHECKPOINT_SETTINGS})
+    with pytest.raises(UserError, match=f"stores settings no run can have: {named}"):
+        engine.apply_checkpoint_settings(args, torch.load(path, weights_only=True)["args"], str(path))
+
+
+def test_class_names_that_do_not_fit_the_outputs_are_refused(tmp_path):
+    path = checkpoint(tmp_path / "c.pth.tar")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["class_names"] = CLASSES[:2]
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match="2 class names for a model of 3 outputs"):
+        load_stream(str(path), "spatial", torch.device("cpu"))
+
+
+def test_a_sound_checkpoint_still_loads(tmp_path):
+    stream = load_stream(str(checkpoint(tmp_path / "ok.pth.tar")), "spatial", torch.device("cpu"))
+    assert stream.test_frames == 3 and stream.classes == CLASSES
+
+
+# --- memory-sizing values --------------------------------------------------------------------------
+
+def test_window_counts_are_known_before_the_windows_are_made():
+    times = [i / 25 for i in range(250)]  # 10 s
+    for window, stride in ((1.0, 0.5), (2.0, 0.3), (4.0, 4.0), (20.0, 1.0), (1.0, 0.04)):
+        assert len(plan_windows(times, window, stride)) <= count_windows(times, window, stride)
+    assert count_windows(times, 1.0, 1e-7) > 10**7  # what predict.py refuses, computed in no time
+
+
+def test_window_frames_and_test_frames_are_bounded(inputs):
+    with pytest.raises(UserError, match="at most 1000"):
+        predict.main(predict_args(inputs, "--window", "1", "--window-frames", "100000000"))
