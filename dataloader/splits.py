@@ -82,7 +82,7 @@ def read_class_index(path: Path) -> list[str]:
     classes: dict[int, str] = {}
     for lineno, line in _lines(path):
         parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit():
+        if len(parts) != 2 or not parts[0].isdecimal():
             raise SplitError(f"{path}:{lineno}: expected '<index> <ClassName>', got {line!r}")
         index, name = int(parts[0]), parts[1]
         if index in classes or name in classes.values():
@@ -127,7 +127,7 @@ def read_video_list(path: Path, classes: list[str]) -> list[VideoRecord]:
             raise SplitError(f"{path}:{lineno}: unknown class {folder!r} "
                              f"(not in classInd.txt of the same folder)")
         if len(parts) == 2:
-            if not parts[1].isdigit():
+            if not parts[1].isdecimal():
                 raise SplitError(f"{path}:{lineno}: label {parts[1]!r} is not a number")
             if int(parts[1]) - 1 != label:
                 raise SplitError(f"{path}:{lineno}: label {parts[1]} disagrees with class folder "
@@ -207,24 +207,33 @@ def read_hmdb51(split_dir: Path, split: int) -> Split:
 
 # --- mmaction2 -------------------------------------------------------------------------------
 
+def _inside_root(path: Path, lineno: int, item: str) -> str:
+    """A listed path as it is, if it stays under the data root: an absolute path or a ``..``
+    would read (and name classes after) folders outside it."""
+    if item.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", item) or ".." in re.split(r"[/\\]", item):
+        raise SplitError(f"{path}:{lineno}: {item} leaves the data root (an absolute path or '..')\n"
+                         f"  fix: write the paths relative to the video or frame folder the commands are given")
+    return item
+
+
 def _read_mmaction_list(path: Path) -> list[tuple[int, str, int, int | None]]:
     """(line number, relative path, label, listed frames or None) of a rawframe or video list."""
     rows, kinds = [], set()
     for lineno, line in _lines(path):
         parts = line.split()
-        if len(parts) == 3 and parts[1].isdigit():
+        if len(parts) == 3 and parts[1].isdecimal():
             kind, item, frames, label = "rawframes", parts[0], int(parts[1]), parts[2]
         elif len(parts) == 2:
             kind, item, frames, label = "videos", parts[0], None, parts[1]
         else:
             raise SplitError(f"{path}:{lineno}: expected '<frame_dir> <total_frames> <label>' (rawframes) or "
                              f"'<video> <label>' (videos), got {line!r}")
-        if not label.isdigit():
+        if not label.isdecimal():
             raise SplitError(f"{path}:{lineno}: label {label!r} is not a number (0-based)")
         kinds.add(kind)
         if len(kinds) > 1:
             raise SplitError(f"{path}:{lineno}: rawframe and video lines mixed in one list")
-        rows.append((lineno, item.strip("/"), int(label), frames))
+        rows.append((lineno, _inside_root(path, lineno, item).strip("/"), int(label), frames))
     if not rows:
         raise SplitError(f"{path}: the list is empty")
     return rows
@@ -343,10 +352,10 @@ def listed_videos(list_file: str | Path, split_format: str | None = None) -> lis
             if parts[1] != "0":
                 videos.append(f"{hmdb['cls']}/{parts[0]}")
         return videos
-    rows = [line.split() for _, line in _lines(path)]
-    if split_format == "mmaction" and rows and len(rows[0]) == 3:
+    rows = [(lineno, line.split()) for lineno, line in _lines(path)]
+    if split_format == "mmaction" and rows and len(rows[0][1]) == 3:
         raise SplitError(f"{path}: a rawframe list names frame folders, not videos: its frames are extracted already")
-    return [row[0] for row in rows]
+    return [_inside_root(path, lineno, row[0]) for lineno, row in rows]
 
 
 def add_split_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

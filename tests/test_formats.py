@@ -232,3 +232,29 @@ def test_extract_frames_lists_in_every_format(tmp_path):
         listed_videos(mm, "mmaction")
     with pytest.raises(SplitError, match="not found"):
         listed_videos(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("item", ["/etc/passwd_dir", "../outside/v_x_g01_c01.mp4", "Run/../../x.mp4",
+                                  "C:/videos/x.mp4", "Run\\..\\..\\x.mp4"])
+def test_mmaction_paths_that_leave_the_root_are_refused_naming_file_and_line(tmp_path, item):
+    from dataloader.splits import listed_videos, read_mmaction
+    good = tmp_path / "train.txt"
+    good.write_text("Run/v_a.mp4 0\n")
+    bad = tmp_path / "test.txt"
+    bad.write_text(f"Run/v_b.mp4 0\n{item} 0\n")
+    with pytest.raises(SplitError, match=r"test.txt:2: .* leaves the data root"):
+        read_mmaction(good, bad)
+    with pytest.raises(SplitError, match=r"test.txt:2: .* leaves the data root"):
+        listed_videos(bad, "mmaction")
+    rawframes = tmp_path / "raw.txt"
+    rawframes.write_text(f"{item.rsplit('.', 1)[0]} 10 0\n")
+    with pytest.raises(SplitError, match="raw.txt:1"):
+        read_mmaction(good, rawframes)
+
+
+def test_digits_int_refuses_are_a_split_error(tmp_path):
+    from dataloader.splits import read_class_index
+    index = tmp_path / "classInd.txt"
+    index.write_text("1 Run\n² Jump\n")
+    with pytest.raises(SplitError, match="classInd.txt:2"):
+        read_class_index(index)
