@@ -449,3 +449,15 @@ def test_checkpoint_records_the_pretrained_weights(data, tmp_path):
     spatial_cnn.main(spatial_args(data, tmp_path, "--epochs", "1"))
     assert torch.load(tmp_path / "checkpoint.pth.tar", weights_only=True)["pretrained_weights"] == "none"
     assert engine.pretrained_name("imagenet") == "IMAGENET1K_V1"
+
+
+def test_a_folder_holding_only_a_score_file_is_protected(tmp_path):
+    """An --evaluate run's folder (or a copied result) holds no checkpoint, only the score file:
+    a new run there must not replace it silently."""
+    out = tmp_path / "scores_only"
+    out.mkdir()
+    (out / "spatial_video_preds.pickle").write_bytes(b"results")
+    with pytest.raises(UserError, match="holds a previous run \\(spatial_video_preds.pickle\\)"):
+        engine.OutputFolder(out, "spatial_video_preds.pickle", resume=False, overwrite=False)
+    assert (out / "spatial_video_preds.pickle").read_bytes() == b"results"
+    engine.OutputFolder(out, "spatial_video_preds.pickle", resume=False, overwrite=True).close()

@@ -289,6 +289,10 @@ def test_a_resumed_tsn_checkpoint_brings_its_recipe_and_protocol(tmp_path, capsy
     result = motion_cnn.main(args)
     assert (args.recipe, args.test_frames, args.test_crops, args.partial_bn) == ("tsn", 3, 10, True)
     assert "settings from" in capsys.readouterr().out and result is not None
+    # an explicit --recipe that contradicts the checkpoint's is refused (it is adopted before the other settings)
+    with pytest.raises(engine.UserError, match="trained with --recipe tsn, the command line says --recipe reference"):
+        motion_cnn.main(motion_cnn.parse_args([*common, "--output-dir", str(tmp_path / "eval3"), "--evaluate",
+                                               "--recipe", "reference", "--resume", str(out / "checkpoint.pth.tar")]))
     # a contradicting explicit flag is refused, as for the other stored settings
     with pytest.raises(engine.UserError, match="--test-crops"):
         motion_cnn.main(motion_cnn.parse_args([*common, "--output-dir", str(tmp_path / "eval2"), "--evaluate",
@@ -319,3 +323,25 @@ def test_no_flip_never_flips_and_drops_the_flipped_test_crops(tmp_path):
     assert multi_crop_boxes(256, 340, 224, 5) == multi_crop_boxes(256, 340, 224, 10)[:5]
     with pytest.raises(SystemExit):
         motion_cnn.parse_args(["--no-flip", "--test-crops", "10"])
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_a_clipped_step_moves_the_parameters_by_lr_times_the_clipped_gradient(scaled):
+    """Clipping must act before the step, on unscaled gradients: with lr 1 and no momentum the
+    update's norm is the clip norm (a clip after the step, or of still-scaled gradients, is not)."""
+    from dataloader import spatial_normalizer
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    frames = torch.randint(0, 256, (2, 1, 3, 8, 8), dtype=torch.uint8)  # [B, S, C, H, W]
+    labels = torch.tensor([0, 2])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, enabled=scaled)
+    ctx = engine.Context(torch.device("cpu"), spatial_normalizer(), None, engine.World(), clip_grad_norm=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = nn.CrossEntropyLoss()(model(spatial_normalizer()(frames.flatten(0, 1))), labels)
+    gradient_norm = torch.norm(torch.stack([g.norm() for g in torch.autograd.grad(loss, model.parameters())]))
+    assert gradient_norm > 0.1  # far above the clip norm: the clip is what limits the step
+    engine.train_one_epoch(model, [(frames, labels)], nn.CrossEntropyLoss(), optimizer, scaler, ctx, 0,
+                           engine.Meters())
+    update = torch.norm(torch.stack([(p.detach() - b).norm() for p, b in zip(model.parameters(), before)]))
+    assert update == pytest.approx(1e-3, rel=1e-3)

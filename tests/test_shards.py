@@ -153,3 +153,18 @@ def test_a_killed_shard_finishes_when_run_again(videos, tmp_path):
     mine = [p.name for p in sorted(frames.iterdir())][1::2]
     assert sorted(p.name for p in (flow / "u").iterdir() if not p.name.startswith(".")) == mine
     assert sorted(p.name for p in (flow / "v").iterdir() if not p.name.startswith(".")) == mine
+
+
+def test_check_finds_a_gap_in_a_frame_folder(tmp_path):
+    from tools.extract_frames import FrameJob, incomplete_frames
+    folder = tmp_path / "v_Run_g01_c01"
+    folder.mkdir()
+    job = FrameJob("v_Run_g01_c01", "Run/v_Run_g01_c01.avi", str(tmp_path), 1, None, 90)
+    for number in (1, 2, 3):
+        (folder / f"frame{number:06d}.jpg").write_bytes(b"jpeg")
+    assert incomplete_frames(job) is None
+    (folder / "frame000003.jpg").rename(folder / "frame000004.jpg")  # 1, 2, 4
+    assert incomplete_frames(job) == "frame numbers do not run 1..3"
+    for name in list(folder.iterdir()):
+        name.unlink()
+    assert incomplete_frames(job) == "no frames"
