@@ -227,3 +227,59 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# --- what an output was made from, and one writer a video ------------------------------------------
+
+def _frame_bytes(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_replaced_video_or_new_flags_are_extracted_again_and_its_flow_follows(tmp_path):
+    videos = tmp_path / "videos" / "Move"
+    videos.mkdir(parents=True)
+    textured_video(videos / "v_Move_g01_c01.avi", 2.0, 0.0, frames=6, seed=0)
+    textured_video(videos / "v_Move_g02_c01.avi", 0.0, 2.0, frames=6, seed=1)
+    frames, flow = tmp_path / "frames", tmp_path / "flow"
+    assert extract_frames.main(frames_args(tmp_path / "videos", frames)) == 0
+    assert compute_flow.main(flow_args(frames, flow, "--method", "farneback")) == 0
+    kept = _frame_bytes(frames / "v_Move_g02_c01"), _frame_bytes(flow / "u" / "v_Move_g02_c01")
+    old_flow = _frame_bytes(flow / "u" / "v_Move_g01_c01")
+    time.sleep(0.01)
+    textured_video(videos / "v_Move_g01_c01.avi", -2.0, 0.0, frames=8, seed=2)  # same name, new content
+    assert extract_frames.main(frames_args(tmp_path / "videos", frames)) == 0
+    assert len(list((frames / "v_Move_g01_c01").iterdir())) == 8  # the new video's frames
+    assert compute_flow.main(flow_args(frames, flow, "--method", "farneback")) == 0
+    assert len(list((flow / "u" / "v_Move_g01_c01").iterdir())) == 7 and \
+        _frame_bytes(flow / "u" / "v_Move_g01_c01") != old_flow
+    assert (_frame_bytes(frames / "v_Move_g02_c01"), _frame_bytes(flow / "u" / "v_Move_g02_c01")) == kept  # untouched
+    # another flag that shapes the output: every video again
+    assert extract_frames.main(extract_frames.get_args_parser().parse_args(
+        [str(tmp_path / "videos"), str(frames), "--size", "32", "40", "--workers", "1"])) == 0
+    assert cv2.imread(str(frames / "v_Move_g02_c01" / "frame000001.jpg")).shape == (32, 40, 3)
+    assert compute_flow.main(flow_args(frames, flow, "--method", "farneback")) == 0
+    assert cv2.imread(str(flow / "u" / "v_Move_g02_c01" / "frame000001.jpg")).shape[:2] == (32, 40)
+    assert compute_flow.main(flow_args(frames, flow, "--check")) == 0
+
+
+def test_a_second_writer_waits_for_the_first_and_never_shares_its_folder(tmp_path):
+    """Two processes on one video (two pipelines, or shard runs of different N): the second
+    waits for the first's claim, then finds the video finished instead of clearing its partial."""
+    from tools.jobs import claim
+    videos = tmp_path / "videos" / "Move"
+    videos.mkdir(parents=True)
+    textured_video(videos / "v_Move_g01_c01.avi", 2.0, 0.0, frames=6)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    command = [sys.executable, "tools/extract_frames.py", str(tmp_path / "videos"), str(frames), "--workers", "1",
+               "--size", "0", "0"]
+    with claim(frames, "v_Move_g01_c01"):  # a first writer, mid-video
+        partial = frames / ".partial-v_Move_g01_c01"
+        partial.mkdir()
+        (partial / "frame000001.jpg").write_bytes(b"the first writer's frame")
+        second = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(3)
+        assert second.poll() is None  # waiting for the claim
+        assert (partial / "frame000001.jpg").read_bytes() == b"the first writer's frame"
+    assert second.wait(timeout=60) == 0  # then it does the video itself: the first one left it unfinished
+    assert len(list((frames / "v_Move_g01_c01").iterdir())) == 6

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flow.storage import CPU_METHODS, METHODS, flow_function, quantize, quantize_tensor  # noqa: E402
 from tools.extract_frames import FRAME_NAME  # noqa: E402
-from tools.jobs import (finish_partial, report, report_check, resolve_shard, run_jobs, shard,  # noqa: E402
-                        shard_note, start_partial)
+from tools.jobs import (claim, finish_partial, read_stamp, report, report_check, resolve_shard,  # noqa: E402
+                        run_jobs, shard, shard_note, stale, start_partial, write_stamp)
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
@@ -61,15 +61,41 @@ def frame_files(folder: Path) -> list[Path]:
         raise UserError(f"{folder}: frame numbers do not run 1..{len(numbered)}")
     return [p for _, p in numbered]
 
+def flow_stamp(job: FlowJob) -> dict:
+    """What a video's flow is made from: its frames (their extraction stamp, or for frames made
+    elsewhere the folder's modification time) and the flags."""
+    frames = Path(job.frames_dir)
+    made_from = read_stamp(frames.parent, job.name) or {"folder_mtime_ns": frames.stat().st_mtime_ns}
+    return {"frames": made_from, "method": job.method, "bound": job.bound, "quality": job.quality}
+
+
+def claimed(work):
+    """Run ``work(job, ...)`` as the one writer of the job's flow, unless it is finished and made
+    from the frames and flags it would be made from now; stamp what it wrote."""
+    @functools.wraps(work)
+    def run(job: FlowJob, *args, **kwargs) -> str | None:
+        stamp = flow_stamp(job)
+        with claim(job.out_dir, job.name):
+            out = Path(job.out_dir)
+            final_x, final_y = out / "u" / job.name, out / "v" / job.name
+            if final_x.is_dir() and final_y.is_dir() and not stale(out, job.name, stamp):
+                return None  # finished in an earlier run (or by another process meanwhile)
+            for final in (final_x, final_y):  # stopped between the two renames, or stale
+                if final.is_dir():
+                    shutil.rmtree(final)
+            error = work(job, *args, **kwargs)
+            if error is None:
+                write_stamp(out, job.name, stamp)
+            return error
+    return run
+
+
+@claimed
 def compute(job: FlowJob) -> str | None:
     import cv2
 
     out = Path(job.out_dir)
     final_x, final_y = out / "u" / job.name, out / "v" / job.name
-    if final_x.is_dir() and final_y.is_dir():
-        return None  # finished in an earlier run
-    if final_y.is_dir():  # stopped between the two renames
-        shutil.rmtree(final_y)
     frames = frame_files(Path(job.frames_dir))
     if len(frames) < 2:
         return f"needs at least 2 frames, found {len(frames)}"
@@ -92,6 +118,7 @@ def compute(job: FlowJob) -> str | None:
     finish_partial(tmp_x, final_x)  # last: x present means the video is complete
     return None
 
+@claimed
 def compute_on_device(job: FlowJob, estimator, device, batch: int, rgb: bool) -> str | None:
     """One video with a tensor method: its consecutive pairs in batches of ``batch``."""
     import cv2
@@ -100,10 +127,6 @@ def compute_on_device(job: FlowJob, estimator, device, batch: int, rgb: bool) ->
 
     out = Path(job.out_dir)
     final_x, final_y = out / "u" / job.name, out / "v" / job.name
-    if final_x.is_dir() and final_y.is_dir():
-        return None
-    if final_y.is_dir():
-        shutil.rmtree(final_y)
     frames = frame_files(Path(job.frames_dir))
     if len(frames) < 2:
         return f"needs at least 2 frames, found {len(frames)}"

@@ -28,8 +28,8 @@ from dataloader.index import LAYOUTS  # noqa: E402
 from dataloader.splits import SPLIT_FORMATS, listed_videos  # noqa: E402
 from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, resize_frame  # noqa: E402
 
-from tools.jobs import (finish_partial, report, report_check, resolve_shard, run_jobs, shard,  # noqa: E402
-                        shard_note, start_partial)
+from tools.jobs import (claim, file_stamp, finish_partial, report, report_check, resolve_shard,  # noqa: E402
+                        run_jobs, shard, shard_note, stale, start_partial, write_stamp)
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
@@ -53,15 +53,30 @@ def find_videos(video_dir: Path, list_file: str | None = None, split_format: str
         return [video_dir / line for line in listed_videos(list_file, split_format)]
     return find_all_videos(video_dir)
 
-def extract(job: FrameJob) -> str | None:
-    """Decode one video into a partial folder, then rename it into place."""
-    import cv2
+def frame_stamp(job: FrameJob) -> dict:
+    """What a video's frames are made from: the video file as it is now, and the flags."""
+    return {"video": file_stamp(job.video), "every": job.every, "size": list(job.size) if job.size else None,
+            "quality": job.quality}
 
-    final = Path(job.out_dir) / job.name
-    if final.is_dir():
-        return None  # finished in an earlier run
+
+def extract(job: FrameJob) -> str | None:
+    """Decode one video into a partial folder, then rename it into place; one process a video."""
     if not os.path.isfile(job.video):
         return "file not found"
+    stamp = frame_stamp(job)
+    with claim(job.out_dir, job.name):
+        final = Path(job.out_dir) / job.name
+        if final.is_dir() and not stale(job.out_dir, job.name, stamp):
+            return None  # finished in an earlier run (or by another process meanwhile)
+        error = _decode(job, final)
+        if error is None:
+            write_stamp(job.out_dir, job.name, stamp)
+        return error
+
+
+def _decode(job: FrameJob, final: Path) -> str | None:
+    import cv2
+
     capture = cv2.VideoCapture(job.video)
     if not capture.isOpened():
         return "cannot open (not a video, or a codec OpenCV's FFmpeg lacks)"
@@ -84,6 +99,8 @@ def extract(job: FrameJob) -> str | None:
     if written == 0:
         shutil.rmtree(tmp)
         return "no frames could be decoded"
+    if final.is_dir():  # made from an older video or other flags: replaced
+        shutil.rmtree(final)
     finish_partial(tmp, final)
     return None
 

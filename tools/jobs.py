@@ -6,6 +6,9 @@ exists: a stopped run, started again, skips those and redoes the half-written on
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import multiprocessing
 import os
 import shutil
@@ -20,6 +23,50 @@ from tqdm import tqdm
 
 def partial_folder(final: Path) -> Path:
     return final.parent / f".partial-{final.name}"
+
+
+# --- one writer a video, and what its output was made from --------------------------------------
+# OUT_DIR/.jobs/NAME.lock: held (flock) by the one process writing NAME's output; a second one
+# waits for it, then finds the output finished. OUT_DIR/.jobs/NAME.json: the stamp of what the
+# output was made from (the source's size and modification time, the flags that shape it): an
+# output whose stamp differs is made again. Outputs from before stamps existed count as finished.
+
+@contextlib.contextmanager
+def claim(out_dir: Path, name: str):
+    """Hold the exclusive right to write ``name``'s output in ``out_dir`` (waits for another holder)."""
+    folder = Path(out_dir) / ".jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+        yield
+
+
+def read_stamp(out_dir: Path, name: str) -> dict | None:
+    try:
+        return json.loads((Path(out_dir) / ".jobs" / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_stamp(out_dir: Path, name: str, stamp: dict) -> None:
+    folder = Path(out_dir) / ".jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(stamp, sort_keys=True))
+    os.replace(tmp, folder / f"{name}.json")
+
+
+def stale(out_dir: Path, name: str, stamp: dict) -> bool:
+    """Whether a finished output was made from something else than ``stamp`` says (a stampless
+    output, from before stamps, is taken as it is)."""
+    written = read_stamp(out_dir, name)
+    return written is not None and written != stamp
+
+
+def file_stamp(path: str | Path) -> dict:
+    """What identifies a source file's content without reading it: size and modification time."""
+    info = os.stat(path)
+    return {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns}
 
 
 def start_partial(final: Path) -> Path:
