@@ -17,15 +17,19 @@ Flags the pipeline does not know go to both training scripts (e.g. --epochs 30 -
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from dataloader.splits import SPLIT_FORMATS
+from dataloader.video import find_videos
 from utils import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent
@@ -57,30 +61,83 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 class Stage:
-    """Runs one stage's command as a child process and remembers that it finished (a marker
-    file), so that the next run skips it. SIGINT/SIGTERM go to the child, whose own handling
-    (a checkpoint, finished videos) is what a later run resumes from."""
+    """Runs one stage's commands as child processes and remembers what it was made from.
+
+    A stage that finished leaves ``.stage-NAME.done`` holding its fingerprint: its command and,
+    for the stages that read the videos, every video's size and modification time, chained with
+    the fingerprint of the stage before it. The next run skips a stage whose fingerprint is
+    unchanged and redoes, saying why, one whose inputs or flags changed, and every stage after
+    it. ``.stage-NAME.started`` tells an interrupted stage (resumed) from a changed one (redone
+    afresh). SIGINT/SIGTERM go to the child, whose own handling (a checkpoint, finished videos)
+    is what a later run resumes from; a child outlives no killed pipeline (PR_SET_PDEATHSIG)."""
 
     def __init__(self, out_dir: Path, restart: bool):
         self.out_dir, self.restart = out_dir, restart
         self.number = 0
+        self.previous = ""  # the fingerprint of the stage before
 
-    def marker(self, name: str) -> Path:
-        return self.out_dir / f".stage-{name}.done"
+    def marker(self, name: str, kind: str = "done") -> Path:
+        return self.out_dir / f".stage-{name}.{kind}"
 
-    def run(self, name: str, *commands: list[str], always: bool = False) -> None:
-        """Run the stage's commands one after the other, unless it finished in an earlier run."""
+    def fingerprint(self, name: str, commands: tuple[list[str], ...], videos: dict | None) -> dict:
+        parts = {"commands": [list(map(str, c)) for c in commands], "previous": self.previous}
+        if videos is not None:
+            parts["videos"] = videos
+        return {"hash": hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), "parts": parts}
+
+    def why_changed(self, name: str, now: dict) -> str | None:
+        """None when the stage finished from the same inputs and flags, else why it is redone."""
+        try:
+            written = json.loads(self.marker(name).read_text() or "null")
+        except (OSError, ValueError):
+            return "not finished"
+        if written is None:  # a marker of a pipeline from before fingerprints: taken as it is
+            return None
+        if written.get("hash") == now["hash"]:
+            return None
+        old, new = written.get("parts", {}), now["parts"]
+        reasons = []
+        if old.get("videos") != new.get("videos") and "videos" in new:
+            before, after = old.get("videos", {}), new["videos"]
+            added, removed = set(after) - set(before), set(before) - set(after)
+            replaced = [v for v in set(before) & set(after) if before[v] != after[v]]
+            reasons.append(f"the videos changed ({len(added)} added, {len(removed)} removed, "
+                           f"{len(replaced)} replaced)")
+        if old.get("commands") != new["commands"]:
+            reasons.append("its flags changed")
+        if old.get("previous") != new["previous"]:
+            reasons.append("an earlier stage was redone")
+        return "; ".join(reasons) or "its inputs changed"
+
+    def run(self, name: str, *commands: list[str], videos: dict | None = None, always: bool = False,
+            fresh: list[str] | None = None, resume: list[str] | None = None) -> None:
+        """Run the stage's commands one after the other, unless it finished from the same inputs.
+        ``fresh``/``resume``: flags appended to each command when the stage starts anew or goes
+        on after an interruption (a training stage: --overwrite, --resume auto)."""
         self.number += 1
         head = f"== [{self.number}/{len(STAGES)}] {name}"
-        if self.marker(name).exists() and not self.restart and not always:
+        now = self.fingerprint(name, commands, videos)
+        self.previous = now["hash"]
+        why = "--restart" if self.restart else self.why_changed(name, now)
+        if why is None and not always:
             print(f"{head}: done in an earlier run, skipped", flush=True)
             return
-        print(head, flush=True)
-        started = time.time()
+        started = self._started(name)
+        goes_on = not self.restart and started in (None, now["hash"])  # interrupted with these inputs
+        print(head + (f" (again: {why})" if why not in (None, "not finished") else ""), flush=True)
+        self.marker(name).unlink(missing_ok=True)
+        self.marker(name, "started").write_text(now["hash"])
+        began = time.time()
         for command in commands:
-            self._call(name, command)
-        self.marker(name).touch()
-        print(f"({time.time() - started:.0f}s)", flush=True)
+            self._call(name, [*command, *((resume if goes_on else fresh) or [])])
+        self.marker(name).write_text(json.dumps(now))
+        print(f"({time.time() - began:.0f}s)", flush=True)
+
+    def _started(self, name: str) -> str | None:
+        try:
+            return self.marker(name, "started").read_text() or None
+        except OSError:
+            return None
 
     def skip(self, name: str, why: str) -> None:
         self.number += 1
@@ -89,7 +146,7 @@ class Stage:
     @staticmethod
     def _call(name: str, command: list[str]) -> None:
         print(f"$ {' '.join(command)}", flush=True)
-        child = subprocess.Popen([sys.executable, *command], cwd=ROOT)
+        child = subprocess.Popen([sys.executable, *command], cwd=ROOT, preexec_fn=_die_with_parent)
         previous = {sig: signal.signal(sig, lambda signum, frame: child.send_signal(signum))
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -104,6 +161,61 @@ class Stage:
             raise UserError(f"stage '{name}' failed with exit status {status} (its message is above)\n"
                             f"  fix: correct what it says, then run the same command again: finished stages "
                             f"are skipped")
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the pipeline dies, however it dies (Linux), so that a killed
+    pipeline leaves no stage running (it stops as on Ctrl-C: a checkpoint, finished videos)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def video_stamps(video_dir: Path) -> dict[str, list[int]]:
+    """{relative path: [bytes, mtime_ns]} of every video under ``video_dir``."""
+    stamps = {}
+    for video in find_videos(video_dir):
+        info = video.stat()
+        stamps[str(video.relative_to(video_dir))] = [info.st_size, info.st_mtime_ns]
+    return stamps
+
+
+def files_fingerprint(paths: list[str | None]) -> str:
+    """A hash of the given split files' (or a split folder's files') names, sizes and times."""
+    stamps = []
+    for item in filter(None, paths):
+        path = Path(item)
+        for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+            if file.is_file():
+                info = file.stat()
+                stamps.append([str(file), info.st_size, info.st_mtime_ns])
+    return hashlib.sha256(json.dumps(stamps).encode()).hexdigest()
+
+
+def lock_out_dir(out: Path):
+    """Create OUT_DIR and hold its lock for the pipeline's lifetime: a second pipeline on the same
+    folder is refused at once (its stages would write the same files)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".pipeline.lock", "a+")
+    except OSError as err:
+        raise UserError(f"cannot use {out} as OUT_DIR: {err.strerror}\n  fix: pass a folder you can write "
+                        f"(it is created if missing)") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        owner = lock.read().strip() or "another pipeline"
+        lock.close()
+        raise UserError(f"{out} is in use by another pipeline ({owner})\n  fix: wait for it to finish, or pass "
+                        f"another OUT_DIR") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    lock.flush()
+    return lock
 
 
 def split_flags(args: argparse.Namespace, split_dir: Path | None) -> list[str]:
@@ -121,10 +233,18 @@ def split_flags(args: argparse.Namespace, split_dir: Path | None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args, training_flags = get_args_parser().parse_known_args(argv)
     out = args.out_dir.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     if not args.video_dir.is_dir():
         raise UserError(f"video folder not found: {args.video_dir}")
+    lock = lock_out_dir(out)
+    try:
+        return run_stages(args, training_flags, out)
+    finally:
+        lock.close()
+
+
+def run_stages(args: argparse.Namespace, training_flags: list[str], out: Path) -> int:
     stage = Stage(out, args.restart)
+    videos = video_stamps(args.video_dir)
     workers = [] if args.workers is None else ["--workers", str(args.workers)]
 
     # split lists: given, or made from the class folders
@@ -132,21 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     split_dir = Path(args.split_dir) if args.split_dir else (None if given else out / "splits")
     if given:
         stage.skip("splits", f"given ({args.split_dir or args.train_list})")
+        stage.previous = files_fingerprint([args.split_dir, args.train_list, args.test_list, args.class_names])
     else:
         extra = ["--group-pattern", args.group_pattern] if args.group_pattern else []
         stage.run("splits", ["tools/make_splits.py", str(args.video_dir), str(split_dir), "--test-fraction",
-                             str(args.test_fraction), *extra])
+                             str(args.test_fraction), *extra], videos=videos)
     stage.run("frames", ["tools/extract_frames.py", str(args.video_dir), str(out / "frames"), "--size",
-                         *map(str, args.size), *workers])
+                         *map(str, args.size), *workers], videos=videos)
     stage.run("flow", ["tools/compute_flow.py", str(out / "frames"), str(out / "flow"), "--method",
                        args.flow_method, *workers])
 
     common = [*split_flags(args, split_dir), "--recipe", args.recipe, *workers, *training_flags]
     streams = {"spatial": ["spatial_cnn.py", "--data-root", str(out / "frames"), "--output-dir", str(out / "spatial")],
                "motion": ["motion_cnn.py", "--flow-root", str(out / "flow"), "--output-dir", str(out / "motion")]}
-    restart = ["--overwrite"] if args.restart else ["--resume", "auto"]
-    for name, command in streams.items():
-        stage.run(name, [*command, *common, *restart])
+    for name, command in streams.items():  # afresh when new or changed, else on from the checkpoint
+        stage.run(name, [*command, *common], fresh=["--overwrite"], resume=["--resume", "auto"])
     stage.run("evaluate", *[[*command, *common, "--evaluate", "--resume", str(out / name / "model_best.pth.tar")]
                             for name, command in streams.items()])
     stage.run("fusion", ["average_fusion.py", "--spatial", str(out / "spatial" / "spatial_video_preds.pickle"),

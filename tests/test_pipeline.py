@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +18,10 @@ TRAIN = ["--arch", "resnet18", "--pretrained", "none", "--input-size", "40", "--
          "--lr-scheduler", "cosine", "--epochs", "4", "--test-frames", "3", "--device", "cpu"]
 
 
-def pipeline(videos: Path, out: Path, **popen) -> subprocess.Popen:
+def pipeline(videos: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "pipeline.py", str(videos), str(out), "--size", "48", "64",
-                             "--flow-method", "farneback", "--workers", "1", "--test-fraction", "0.34", *TRAIN],
+                             "--flow-method", "farneback", "--workers", "1", "--test-fraction", "0.34", *TRAIN, *extra],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, **popen)
 
@@ -53,3 +54,55 @@ def test_pipeline_runs_to_a_fusion_table_and_resumes_after_a_kill(tmp_path):
     third = pipeline(videos, out)  # everything done: only the fusion table again
     log, _ = third.communicate(timeout=120)
     assert third.returncode == 0 and "motion: done in an earlier run, skipped" in log and "fusion top-1" in log
+
+
+def run_to_end(videos: Path, out: Path, *extra: str) -> str:
+    proc = pipeline(videos, out, *extra)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log[-3000:]
+    return log
+
+
+@pytest.mark.slow
+def test_a_rerun_redoes_what_changed_and_says_why(tmp_path):
+    make_demo_data(tmp_path / "data", seed=2, frames=12, videos_per_class=3)
+    videos, out = tmp_path / "data" / "videos", tmp_path / "out"
+    run_to_end(videos, out, "--epochs", "1")
+    # a new video: splits, frames (only the new one is extracted) and everything after
+    make_demo_data(tmp_path / "more", seed=5, frames=12, videos_per_class=1)
+    new = next((tmp_path / "more" / "videos" / "RedUp").glob("*.avi"))
+    shutil.copy(new, videos / "RedUp" / "v_RedUp_g09_c01.avi")
+    log = run_to_end(videos, out, "--epochs", "1")
+    assert "splits (again: the videos changed (1 added, 0 removed, 0 replaced))" in log
+    assert "frames (again: the videos changed" in log and "spatial (again: an earlier stage was redone)" in log
+    assert "v_RedUp_g09_c01" in (out / "splits" / "trainlist01.txt").read_text() + \
+        (out / "splits" / "testlist01.txt").read_text()
+    assert "--overwrite" in log.split("== [4/7] spatial")[1].split("\n")[1]  # trained afresh, not resumed
+    # nothing changed: every stage skipped
+    log = run_to_end(videos, out, "--epochs", "1")
+    assert all(f"{s}: done in an earlier run, skipped" in log for s in ("splits", "frames", "flow", "spatial"))
+    # a changed flag: the training stages and what follows them, not the preprocessing
+    log = run_to_end(videos, out, "--epochs", "2")
+    assert "frames: done in an earlier run, skipped" in log and "spatial (again: its flags changed)" in log
+    assert len((out / "spatial" / "train.csv").read_text().splitlines()) == 3  # 2 epochs, a fresh log
+    # a removed video: dropped from the splits and so from the results
+    (videos / "RedUp" / "v_RedUp_g09_c01.avi").unlink()
+    log = run_to_end(videos, out, "--epochs", "2")
+    assert "(0 added, 1 removed, 0 replaced)" in log
+    assert "v_RedUp_g09_c01" not in (out / "splits" / "trainlist01.txt").read_text() + \
+        (out / "splits" / "testlist01.txt").read_text()
+
+
+def test_a_second_pipeline_on_one_out_dir_is_refused_at_once(tmp_path):
+    import pipeline as pipeline_module
+    from utils import UserError
+    (tmp_path / "videos" / "A").mkdir(parents=True)
+    lock = pipeline_module.lock_out_dir(tmp_path / "out")
+    try:
+        with pytest.raises(UserError, match=f"in use by another pipeline \\(pid {os.getpid()}"):
+            pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out")])
+    finally:
+        lock.close()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot use .*file/out as OUT_DIR"):
+        pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "file" / "out")])
