@@ -160,8 +160,9 @@ def draw_confusion(path: str, labels: np.ndarray, predictions: np.ndarray, class
     ax.set_ylabel("true")
     ax.set_title("fused confusion matrix")
     if k <= 40:
-        ax.set_xticks(range(k), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(k), classes, fontsize=7)
+        shown = [c.replace("$", r"\$") for c in classes]  # a '$' would start matplotlib's mathtext
+        ax.set_xticks(range(k), shown, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), shown, fontsize=7)
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,11 @@ def scan_class_folders(video_dir: Path, group_pattern: str | None = None) -> dic
     is its own group."""
     if not video_dir.is_dir():
         raise UserError(f"video folder not found: {video_dir}")
-    regex = re.compile(group_pattern) if group_pattern else None
+    try:
+        regex = re.compile(group_pattern) if group_pattern else None
+    except re.error as err:
+        raise UserError(f"--group-pattern {group_pattern!r} is not a regular expression ({err})\n"
+                        f"  fix: e.g. '_g(\\d+)_' for UCF101's groups") from None
     folders = sorted(p for p in video_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise UserError(f"{video_dir} has no class folders\n  fix: put each class's videos in VIDEO_DIR/<class>/")
@@ -57,6 +62,9 @@ def scan_class_folders(video_dir: Path, group_pattern: str | None = None) -> dic
             group = (match.group(1) if match.groups() else match.group(0)) if match else stem
             videos.append(FolderVideo(folder.name, filename, group))
         classes[folder.name] = videos
+    if regex and not any(regex.search(v.filename) for videos in classes.values() for v in videos):
+        warnings.warn(f"--group-pattern {group_pattern!r} matches no video name: every video is its own group",
+                      stacklevel=2)
     return classes
 
 

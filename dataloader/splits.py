@@ -305,6 +305,9 @@ def load_split(split_dir: str | Path = DEFAULT_SPLIT_DIR, split: int = 1, split_
     mmaction2 when --train-list is given, else from the files in ``split_dir``)."""
     if split_format is None and (train_list or test_list):
         split_format = "mmaction"
+    if split_format != "mmaction" and (train_list or test_list or class_names):
+        raise SplitError(f"--train-list, --test-list and --class-names are mmaction2 lists, but --split-format is "
+                         f"{split_format}\n  fix: drop --split-format (or pass mmaction), or drop the lists")
     if split_format == "mmaction":
         if not train_list or not test_list:
             raise SplitError("--split-format mmaction needs --train-list and --test-list (mmaction2 annotation files)")

@@ -94,3 +94,15 @@ def test_bad_folders_are_one_clear_message(tmp_path, capsys):
     (videos / "Tiny" / "only.mp4").touch()
     assert make_splits.main(args) == 0
     assert re.search(r"warning: 1 classes have too few videos .*Tiny \(1 videos", capsys.readouterr().err)
+
+
+def test_group_patterns_that_cannot_work_are_refused_or_warned(tmp_path):
+    videos = make_folders(tmp_path / "videos", {"A": 4, "B": 4})
+    out = str(tmp_path / "out")
+    with pytest.raises(UserError, match="--group-pattern .* is not a regular expression"):
+        make_splits.main(make_splits.get_args_parser().parse_args([str(videos), out, "--group-pattern", r"_g(\d+_"]))
+    with pytest.warns(UserWarning, match="matches no video name"):
+        make_splits.main(make_splits.get_args_parser().parse_args([str(videos), out, "--group-pattern", "_x(\\d+)_"]))
+    # one group a class (the whole class is one actor): no test list could hold anything
+    with pytest.raises(UserError, match="split 1 would have no test videos"):
+        make_splits.main(make_splits.get_args_parser().parse_args([str(videos), out, "--group-pattern", "^(v)_"]))

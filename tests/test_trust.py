@@ -198,3 +198,37 @@ def test_window_counts_are_known_before_the_windows_are_made():
 def test_window_frames_and_test_frames_are_bounded(inputs):
     with pytest.raises(UserError, match="at most 1000"):
         predict.main(predict_args(inputs, "--window", "1", "--window-frames", "100000000"))
+
+
+def test_a_class_name_with_dollars_draws_its_confusion_matrix(tmp_path):
+    from utils import save_scores
+    split = tmp_path / "split"
+    split.mkdir()
+    names = ["x$\\frac$", "Beta"]
+    (split / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    (split / "trainlist01.txt").write_text("")
+    (split / "testlist01.txt").write_text("".join(f"{n}/v_{n}_g01_c01.avi\n" for n in names))
+    scores = {f"{n}_g01_c01": np.eye(2)[i] for i, n in enumerate(names)}
+    save_scores(tmp_path / "s.pickle", scores)
+    save_scores(tmp_path / "m.pickle", scores)
+    report = average_fusion.main(fusion_args({"spatial": tmp_path / "s.pickle", "motion": tmp_path / "m.pickle"},
+                                             split, "--confusion", str(tmp_path / "c.png")))
+    assert report["fusion"]["top1"] == 100.0 and (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_split_lists_under_another_format_are_refused(tmp_path):
+    from dataloader.splits import SplitError, load_split
+    (tmp_path / "train.txt").write_text("Run/v_a.mp4 0\n")
+    with pytest.raises(SplitError, match="--split-format is ucf101"):
+        load_split(tmp_path, 1, "ucf101", tmp_path / "train.txt", tmp_path / "train.txt")
+
+
+def test_an_uncreatable_frames_folder_is_one_message(tmp_path):
+    from tools import extract_frames
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "v.avi").write_bytes(b"")
+    (tmp_path / "file").write_text("")
+    args = extract_frames.get_args_parser().parse_args([str(tmp_path / "videos"), str(tmp_path / "file" / "out"),
+                                                        "--check"])
+    with pytest.raises(UserError, match="cannot create the frames folder"):
+        extract_frames.main(args)

@@ -132,7 +132,11 @@ def main(args: argparse.Namespace) -> int:
     if not videos:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {args.video_dir}")
     size = None if args.size == [0, 0] else tuple(args.size)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the frames folder {args.out_dir}: {err.strerror}\n  fix: pass a folder "
+                        f"you can write") from None
     jobs = [FrameJob(v.stem, str(v), str(args.out_dir), args.every, size, args.quality) for v in videos]
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):

@@ -36,6 +36,11 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--test-fraction must be between 0 and 1 and --splits at least 1")
     classes = scan_class_folders(args.video_dir, args.group_pattern)
     splits = assign_splits(classes, args.test_fraction, args.splits, args.seed)
+    for k, split in enumerate(splits, start=1):
+        if not any(test for _, test in split.values()):
+            raise UserError(f"split {k} would have no test videos: every class has too few videos or groups for "
+                            f"--test-fraction {args.test_fraction}\n  fix: a larger --test-fraction, more videos, "
+                            f"or a --group-pattern that gives more groups")
     write_split_lists(args.out_dir, splits)
     print(f"{'class':30} {'videos':>6} {'groups':>6} " + " ".join(f"{'train/test ' + str(k + 1):>14}"
                                                                   for k in range(len(splits))))
