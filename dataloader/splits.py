@@ -172,14 +172,21 @@ def hmdb51_film(stem: str, class_name: str) -> str:
 
 def read_hmdb51(split_dir: Path, split: int) -> Split:
     """HMDB51's official ``<class>_test_split<N>.txt`` files (51 classes x 3 splits)."""
-    files = {}
+    files, any_split = {}, set()
     for path in sorted(split_dir.iterdir()):
         match = _HMDB_FILE_RE.match(path.name)
-        if match and int(match["split"]) == split:
-            files[match["cls"]] = path
+        if match:
+            any_split.add(match["cls"])
+            if int(match["split"]) == split:
+                files[match["cls"]] = path
     if not files:
         raise SplitError(f"{split_dir}: no HMDB51 split files <class>_test_split{split}.txt\n"
                          f"  fix: pass the folder of HMDB51's testTrainMulti_7030_splits and a --split it has")
+    lacking = sorted(any_split - set(files))
+    if lacking:  # reading on would drop these classes and renumber the others
+        raise SplitError(f"{split_dir}: {len(lacking)} classes have split files but none for split {split}: "
+                         f"{', '.join(f'{c}_test_split{split}.txt' for c in lacking[:5])}"
+                         f"{' ...' if len(lacking) > 5 else ''}\n  fix: restore the missing files")
     classes = sorted(files)
     train, test = [], []
     seen: dict[str, str] = {}
@@ -276,6 +283,12 @@ def read_mmaction(train_list: Path, test_list: Path, class_names: Path | None = 
                                        group=match.group(1) if match else stem,
                                        path=relative if relative != stem else "", listed_frames=frames))
         out[what] = records
+    untrained = sorted({r.label for r in out["test"]} - {r.label for r in out["train"]})
+    if untrained:
+        shown = ", ".join(f"{classes[label]} ({sum(r.label == label for r in out['test'])} test videos)"
+                          for label in untrained[:5])
+        warnings.warn(f"{test_list}: {len(untrained)} test classes have no training videos in {train_list}, so no "
+                      f"model can learn them: {shown}{' ...' if len(untrained) > 5 else ''}", stacklevel=2)
     return Split(classes=classes, train=out["train"], test=out["test"])
 
 

@@ -258,3 +258,22 @@ def test_digits_int_refuses_are_a_split_error(tmp_path):
     index.write_text("1 Run\n² Jump\n")
     with pytest.raises(SplitError, match="classInd.txt:2"):
         read_class_index(index)
+
+
+def test_a_missing_hmdb51_class_file_is_refused_not_dropped(tmp_path):
+    for cls in ("brush_hair", "cartwheel"):
+        for split in (1, 2):
+            (tmp_path / f"{cls}_test_split{split}.txt").write_text(f"{cls}_a.avi 1\n{cls}_b.avi 2\n")
+    assert read_hmdb51(tmp_path, 2).classes == ["brush_hair", "cartwheel"]
+    (tmp_path / "cartwheel_test_split2.txt").unlink()
+    with pytest.raises(SplitError, match="1 classes have split files but none for split 2: cartwheel_test_split2"):
+        read_hmdb51(tmp_path, 2)
+
+
+def test_an_mmaction_test_class_without_training_videos_is_warned_with_counts(tmp_path):
+    from dataloader.splits import read_mmaction
+    (tmp_path / "train.txt").write_text("Run/v_a.mp4 0\n")
+    (tmp_path / "test.txt").write_text("Run/v_b.mp4 0\nJump/v_c.mp4 1\nJump/v_d.mp4 1\n")
+    with pytest.warns(UserWarning, match=r"1 test classes have no training videos .*Jump \(2 test videos\)"):
+        split = read_mmaction(tmp_path / "train.txt", tmp_path / "test.txt")
+    assert split.classes == ["Run", "Jump"]
