@@ -118,7 +118,8 @@ class Stage:
         head = f"== [{self.number}/{len(STAGES)}] {name}"
         now = self.fingerprint(name, commands, videos)
         self.previous = now["hash"]
-        why = "--restart" if self.restart else self.why_changed(name, now)
+        why = ("--restart" if self.marker(name).exists() else "not finished") if self.restart else \
+            self.why_changed(name, now)
         if why is None and not always:
             print(f"{head}: done in an earlier run, skipped", flush=True)
             return
@@ -146,7 +147,8 @@ class Stage:
     @staticmethod
     def _call(name: str, command: list[str]) -> None:
         print(f"$ {' '.join(command)}", flush=True)
-        child = subprocess.Popen([sys.executable, *command], cwd=ROOT, preexec_fn=_die_with_parent)
+        child = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=child_environment(),
+                                 preexec_fn=_die_with_parent)
         previous = {sig: signal.signal(sig, lambda signum, frame: child.send_signal(signum))
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -161,6 +163,13 @@ class Stage:
             raise UserError(f"stage '{name}' failed with exit status {status} (its message is above)\n"
                             f"  fix: correct what it says, then run the same command again: finished stages "
                             f"are skipped")
+
+
+def child_environment() -> dict[str, str]:
+    """The stages' environment: without a Slurm job array's variables, which would make each
+    stage do one shard of the videos and be marked done (the pipeline does all of them; shard
+    with tools/extract_frames.py and tools/compute_flow.py themselves)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_ARRAY_")}
 
 
 def _die_with_parent() -> None:

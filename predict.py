@@ -210,6 +210,24 @@ def check_outputs(args: argparse.Namespace, videos: list[Path]) -> None:
         seen[path] = what
     if args.annotate and Path(args.annotate).suffix.lower() not in ("", *ANNOTATE_SUFFIXES):
         raise UserError(f"--annotate {args.annotate}: write an .mp4 or .avi file (or a folder for several videos)")
+    if args.annotate:
+        check_encoder(".avi" if Path(args.annotate).suffix.lower() == ".avi" else ".mp4")
+
+
+def check_encoder(suffix: str) -> None:
+    """--annotate: OpenCV can encode ``suffix`` here (tried on a scratch file before any work)."""
+    import tempfile
+
+    import cv2
+
+    with tempfile.TemporaryDirectory() as scratch:
+        writer = cv2.VideoWriter(str(Path(scratch) / f"probe{suffix}"),
+                                 cv2.VideoWriter_fourcc(*("MJPG" if suffix == ".avi" else "mp4v")), 25.0, (32, 32))
+        opened = writer.isOpened()
+        writer.release()
+    if not opened:
+        raise UserError(f"OpenCV on this machine has no encoder for {suffix} (--annotate)\n"
+                        f"  fix: use --annotate with {'.mp4' if suffix == '.avi' else '.avi'}")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -2,6 +2,7 @@
 resizing them as the extracted training frames were. OpenCV's videoio (FFmpeg); no torch."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -13,10 +14,20 @@ VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".
 
 
 def find_videos(video_dir: Path) -> list[Path]:
-    """All files with a video extension under ``video_dir``, recursively, sorted."""
+    """All files with a video extension under ``video_dir``, recursively, sorted. Symlinked
+    folders are followed (as tools/make_splits.py lists their videos), each real folder once."""
     if not video_dir.is_dir():
         raise UserError(f"video folder not found: {video_dir}")
-    return sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    videos, seen = [], set()
+    for folder, subfolders, files in os.walk(video_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            subfolders.clear()
+            continue
+        seen.add(real)
+        videos += [Path(folder) / f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS
+                   and os.path.isfile(os.path.join(folder, f))]
+    return sorted(videos)
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

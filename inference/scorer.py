@@ -55,6 +55,10 @@ def load_stream(path: str, stream: str, device: torch.device, class_ind: str | N
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} has no class names or settings (a reference-repo or bare checkpoint)\n"
                         f"  fix: use a checkpoint written by {stream}_cnn.py")
+    lacking = [key for key in ("stream", "arch", "num_classes", "in_channels", "model") if key not in ckpt]
+    if lacking:
+        raise UserError(f"{path} lacks {', '.join(lacking)}: not a complete checkpoint of this repo\n"
+                        f"  fix: use the file spatial_cnn.py / motion_cnn.py wrote")
     if ckpt["stream"] != stream:
         raise UserError(f"{path} is a checkpoint of the {ckpt['stream']} stream, given as --{stream}")
     classes = ckpt.get("class_names") or (read_class_index(Path(class_ind)) if class_ind else None)
@@ -62,6 +66,11 @@ def load_stream(path: str, stream: str, device: torch.device, class_ind: str | N
         raise UserError(f"{path} stores no class names\n  fix: pass --class-ind classInd.txt of its training split")
     args = ckpt.get("args", {})
     check_stored_settings(args, path)
+    channels = 3 if stream == "spatial" else 2 * int(args.get("stack_length", 10))
+    if ckpt["in_channels"] != channels or ckpt["arch"] != args.get("arch", ckpt["arch"]):
+        raise UserError(f"{path}: its model ({ckpt['arch']}, {ckpt['in_channels']} input channels) does not fit its "
+                        f"settings ({args.get('arch')}, {channels} channels for the {stream} stream)\n"
+                        f"  fix: the checkpoint was edited or damaged; use the file its training wrote")
     if len(classes) != ckpt["num_classes"]:
         raise UserError(f"{path} stores {len(classes)} class names for a model of {ckpt['num_classes']} outputs\n"
                         f"  fix: the checkpoint was edited or damaged; use the file its training wrote")

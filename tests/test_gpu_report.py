@@ -53,3 +53,9 @@ def test_a_missed_goal_is_fail_on_a_gpu_run_and_unchecked_in_the_smoke_run(tmp_p
     assert gpu_report.goal_row("b/a", 0.85, 0.90, gpu).status == "FAIL"
     assert gpu_report.goal_row("b/a", 0.95, 0.90, gpu).status == "pass"
     assert gpu_report.goal_row("b/a", 0.85, 0.90, smoke).status == "ran"
+
+
+def test_an_unusable_output_dir_is_one_message_before_any_step(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert gpu_report.main(["--cpu-smoke", "--output-dir", str(tmp_path / "file" / "report")]) == 1
+    assert "cannot write the report to" in capsys.readouterr().err

@@ -106,3 +106,14 @@ def test_group_patterns_that_cannot_work_are_refused_or_warned(tmp_path):
     # one group a class (the whole class is one actor): no test list could hold anything
     with pytest.raises(UserError, match="split 1 would have no test videos"):
         make_splits.main(make_splits.get_args_parser().parse_args([str(videos), out, "--group-pattern", "^(v)_"]))
+
+
+def test_a_symlinked_class_folder_is_listed_and_found_alike(tmp_path):
+    from dataloader.video import find_videos
+    videos = make_folders(tmp_path / "videos", {"A": 3})
+    make_folders(tmp_path / "elsewhere", {"B": 3})
+    (videos / "B").symlink_to(tmp_path / "elsewhere" / "B")
+    (videos / "A" / "loop").symlink_to(videos)  # a link back up the tree is walked once
+    listed = {v.filename for vs in scan_class_folders(videos).values() for v in vs}
+    found = find_videos(videos)
+    assert {p.name for p in found} == listed and len(found) == 6

@@ -106,3 +106,12 @@ def test_a_second_pipeline_on_one_out_dir_is_refused_at_once(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="cannot use .*file/out as OUT_DIR"):
         pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "file" / "out")])
+
+
+def test_stages_inside_a_slurm_array_task_do_every_video(monkeypatch):
+    import pipeline as pipeline_module
+    from tools.jobs import resolve_shard
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert resolve_shard(None) == (1, 4)  # what a stage would do with the task's environment
+    assert resolve_shard(None, pipeline_module.child_environment()) == (0, 1)

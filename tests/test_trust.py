@@ -232,3 +232,31 @@ def test_an_uncreatable_frames_folder_is_one_message(tmp_path):
                                                         "--check"])
     with pytest.raises(UserError, match="cannot create the frames folder"):
         extract_frames.main(args)
+
+
+@pytest.mark.parametrize("edit", [lambda c: c.pop("stream"), lambda c: c.update(in_channels=5),
+                                  lambda c: c.update(arch="resnet50")])
+def test_a_checkpoint_missing_keys_or_with_a_model_unlike_its_settings_is_one_message(tmp_path, edit):
+    path = checkpoint(tmp_path / "t.pth.tar")
+    ckpt = torch.load(path, weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match="t.pth.tar"):
+        load_stream(str(path), "spatial", torch.device("cpu"))
+
+
+def test_an_annotate_encoder_that_is_missing_is_refused_before_work(inputs, monkeypatch):
+    import cv2
+
+    class NoEncoder:
+        def __init__(self, *args):
+            pass
+
+        def isOpened(self):
+            return False
+
+        def release(self):
+            pass
+    monkeypatch.setattr(cv2, "VideoWriter", NoEncoder)
+    with pytest.raises(UserError, match="no encoder for .mp4"):
+        predict.main(predict_args(inputs, "--annotate", str(inputs / "out.mp4")))

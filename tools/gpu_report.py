@@ -311,7 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA device here\n  fix: run it on a GPU machine, or pass --cpu-smoke to check the script "
               "itself on the CPU", file=sys.stderr)
         return 1
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    try:  # before the steps' minutes: an unusable folder is one message, not a lost report
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        probe = args.output_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        print(f"error: cannot write the report to {args.output_dir}: {err.strerror}\n  fix: pass a writable "
+              f"--output-dir", file=sys.stderr)
+        return 1
     ctx = Context(args.cpu_smoke, args.output_dir.resolve(), torch.cuda.device_count())
     rows = run_report(ctx, build_steps(ctx, sys.executable))
     header = environment(ctx)
