@@ -46,6 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     split.add_argument("--train-list", help="mmaction2 training list (video lists: paths relative to VIDEO_DIR)")
     split.add_argument("--test-list", help="mmaction2 test list")
     split.add_argument("--class-names", help="mmaction2 class names file")
+    split.add_argument("--allow-absolute-paths", action="store_true",
+                       help="mmaction2 lists: entries may be absolute paths outside VIDEO_DIR (with --class-names)")
     split.add_argument("--split", type=int, default=1)
     split.add_argument("--test-fraction", type=float, default=0.3, help="make_splits: share of each class in test")
     split.add_argument("--group-pattern", help="make_splits: regular expression naming a video's group")
@@ -191,6 +193,36 @@ def video_stamps(video_dir: Path) -> dict[str, list[int]]:
     return stamps
 
 
+def stack_length(training_flags: list[str]) -> int:
+    """The motion stream's --stack-length among the flags passed on to it (default 10)."""
+    for i, flag in enumerate(training_flags):
+        if flag == "--stack-length" and i + 1 < len(training_flags) and training_flags[i + 1].isdecimal():
+            return int(training_flags[i + 1])
+        if flag.startswith("--stack-length=") and flag.split("=", 1)[1].isdecimal():
+            return int(flag.split("=", 1)[1])
+    return 10
+
+
+def drop_short_videos(split_dir: Path, frames_dir: Path, min_frames: int) -> None:
+    """Take the videos with fewer than ``min_frames`` extracted frames out of the split lists the
+    pipeline made (a stack of L flow frames needs L + 1 frames), with a warning naming them."""
+    def frames_of(line: str) -> int:
+        folder = frames_dir / Path(line.split()[0]).stem
+        return sum(1 for name in os.listdir(folder) if name.endswith(".jpg")) if folder.is_dir() else 0
+    dropped = set()
+    for lists in sorted(split_dir.glob("t*list*.txt")):
+        lines = lists.read_text().splitlines()
+        kept = [line for line in lines if not line.strip() or frames_of(line) >= min_frames]
+        if len(kept) != len(lines):
+            dropped |= {Path(line.split()[0]).stem for line in set(lines) - set(kept)}
+            lists.write_text("".join(f"{line}\n" for line in kept))
+    if dropped:
+        names = sorted(dropped)
+        print(f"warning: {len(names)} videos have fewer than {min_frames} frames, too short for a stack of "
+              f"{min_frames - 1} flow frames, and leave the split lists: {', '.join(names[:5])}"
+              f"{' ...' if len(names) > 5 else ''}", file=sys.stderr, flush=True)
+
+
 def files_fingerprint(paths: list[str | None]) -> str:
     """A hash of the given split files' (or a split folder's files') names, sizes and times."""
     stamps = []
@@ -236,6 +268,8 @@ def split_flags(args: argparse.Namespace, split_dir: Path | None) -> list[str]:
         value = getattr(args, name)
         if value:
             flags += [f"--{name.replace('_', '-')}", str(value)]
+    if args.allow_absolute_paths:
+        flags.append("--allow-absolute-paths")
     return flags
 
 
@@ -268,6 +302,8 @@ def run_stages(args: argparse.Namespace, training_flags: list[str], out: Path) -
                              str(args.test_fraction), *extra], videos=videos)
     stage.run("frames", ["tools/extract_frames.py", str(args.video_dir), str(out / "frames"), "--size",
                          *map(str, args.size), *workers], videos=videos)
+    if not given:  # the lists were made from the videos: drop those too short for the motion stream
+        drop_short_videos(split_dir, out / "frames", stack_length(training_flags) + 1)
     stage.run("flow", ["tools/compute_flow.py", str(out / "frames"), str(out / "flow"), "--method",
                        args.flow_method, *workers])
 

@@ -214,16 +214,21 @@ def read_hmdb51(split_dir: Path, split: int) -> Split:
 
 # --- mmaction2 -------------------------------------------------------------------------------
 
-def _inside_root(path: Path, lineno: int, item: str) -> str:
-    """A listed path as it is, if it stays under the data root: an absolute path or a ``..``
-    would read (and name classes after) folders outside it."""
-    if item.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", item) or ".." in re.split(r"[/\\]", item):
+def _is_absolute(item: str) -> bool:
+    return item.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", item) is not None
+
+
+def _inside_root(path: Path, lineno: int, item: str, allow_absolute: bool = False) -> str:
+    """A listed path as it is, if it stays under the data root: an absolute path (unless
+    ``allow_absolute``) or a ``..`` would read folders outside it."""
+    if ".." in re.split(r"[/\\]", item) or (_is_absolute(item) and not allow_absolute):
         raise SplitError(f"{path}:{lineno}: {item} leaves the data root (an absolute path or '..')\n"
-                         f"  fix: write the paths relative to the video or frame folder the commands are given")
+                         f"  fix: write the paths relative to the video or frame folder the commands are given"
+                         + ("" if ".." in item else ", or pass --allow-absolute-paths"))
     return item
 
 
-def _read_mmaction_list(path: Path) -> list[tuple[int, str, int, int | None]]:
+def _read_mmaction_list(path: Path, allow_absolute: bool = False) -> list[tuple[int, str, int, int | None]]:
     """(line number, relative path, label, listed frames or None) of a rawframe or video list."""
     rows, kinds = [], set()
     for lineno, line in _lines(path):
@@ -240,15 +245,24 @@ def _read_mmaction_list(path: Path) -> list[tuple[int, str, int, int | None]]:
         kinds.add(kind)
         if len(kinds) > 1:
             raise SplitError(f"{path}:{lineno}: rawframe and video lines mixed in one list")
-        rows.append((lineno, _inside_root(path, lineno, item).strip("/"), int(label), frames))
+        item = _inside_root(path, lineno, item, allow_absolute)
+        rows.append((lineno, item.rstrip("/") if _is_absolute(item) else item.strip("/"), int(label), frames))
     if not rows:
         raise SplitError(f"{path}: the list is empty")
     return rows
 
 
-def read_mmaction(train_list: Path, test_list: Path, class_names: Path | None = None) -> Split:
-    """mmaction2 annotation lists; class names from a file or from the first path component."""
-    lists = {what: (path, _read_mmaction_list(path)) for what, path in (("train", train_list), ("test", test_list))}
+def read_mmaction(train_list: Path, test_list: Path, class_names: Path | None = None,
+                  allow_absolute: bool = False) -> Split:
+    """mmaction2 annotation lists; class names from a file or from the first path component
+    (never from an absolute path's: ``allow_absolute`` lists need ``class_names``)."""
+    lists = {what: (path, _read_mmaction_list(path, allow_absolute))
+             for what, path in (("train", train_list), ("test", test_list))}
+    absolute = next(((path, lineno) for path, rows in lists.values() for lineno, item, _, _ in rows
+                     if _is_absolute(item)), None)
+    if absolute and class_names is None:
+        raise SplitError(f"{absolute[0]}:{absolute[1]}: an absolute path names no class (its first folder is "
+                         f"outside the data root)\n  fix: pass --class-names FILE (one name a line, in label order)")
     if class_names is not None:
         classes = [name for _, name in _lines(class_names)]
         if len(set(classes)) != len(classes):
@@ -313,7 +327,7 @@ def detect_format(split_dir: Path) -> str:
 
 def load_split(split_dir: str | Path = DEFAULT_SPLIT_DIR, split: int = 1, split_format: str | None = None,
                train_list: str | Path | None = None, test_list: str | Path | None = None,
-               class_names: str | Path | None = None) -> Split:
+               class_names: str | Path | None = None, allow_absolute: bool = False) -> Split:
     """Load split ``split`` (1, 2, 3, ...) in any of :data:`SPLIT_FORMATS` (detected when None:
     mmaction2 when --train-list is given, else from the files in ``split_dir``)."""
     if split_format is None and (train_list or test_list):
@@ -327,7 +341,8 @@ def load_split(split_dir: str | Path = DEFAULT_SPLIT_DIR, split: int = 1, split_
         for path in (train_list, test_list, class_names):
             if path and not Path(path).is_file():
                 raise SplitError(f"list file not found: {path}")
-        split_obj = read_mmaction(Path(train_list), Path(test_list), Path(class_names) if class_names else None)
+        split_obj = read_mmaction(Path(train_list), Path(test_list), Path(class_names) if class_names else None,
+                                  allow_absolute)
         where = f"{train_list} and {test_list}"
     else:
         split_dir = Path(split_dir)
@@ -348,7 +363,7 @@ def load_split(split_dir: str | Path = DEFAULT_SPLIT_DIR, split: int = 1, split_
     return split_obj
 
 
-def listed_videos(list_file: str | Path, split_format: str | None = None) -> list[str]:
+def listed_videos(list_file: str | Path, split_format: str | None = None, allow_absolute: bool = False) -> list[str]:
     """The video paths a list file names, relative to the video folder, for
     tools/extract_frames.py --list: a UCF101 list's or an mmaction2 video list's first
     column, or an HMDB51 split file's ``<class>/<video>`` lines used in that split (1 or 2)."""
@@ -371,7 +386,7 @@ def listed_videos(list_file: str | Path, split_format: str | None = None) -> lis
     rows = [(lineno, line.split()) for lineno, line in _lines(path)]
     if split_format == "mmaction" and rows and len(rows[0][1]) == 3:
         raise SplitError(f"{path}: a rawframe list names frame folders, not videos: its frames are extracted already")
-    return [_inside_root(path, lineno, row[0]) for lineno, row in rows]
+    return [_inside_root(path, lineno, row[0], allow_absolute) for lineno, row in rows]
 
 
 def add_split_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -386,12 +401,15 @@ def add_split_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     parser.add_argument("--test-list", help="mmaction2 test annotation list")
     parser.add_argument("--class-names", help="mmaction2: class names, one a line in label order (default: "
                                               "the first folder of each listed path)")
+    parser.add_argument("--allow-absolute-paths", action="store_true",
+                        help="mmaction2: let list entries be absolute paths outside the data root (then with "
+                             "--class-names); '..' is never allowed")
 
 
 def split_from_args(args: argparse.Namespace) -> Split:
     """The split that :func:`add_split_arguments`'s flags name."""
     return load_split(args.split_dir, args.split, args.split_format, args.train_list, args.test_list,
-                      args.class_names)
+                      args.class_names, getattr(args, "allow_absolute_paths", False))
 
 
 def holdout_groups(records: list[VideoRecord], num_groups: int) -> tuple[list[VideoRecord], list[VideoRecord]]:

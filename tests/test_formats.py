@@ -277,3 +277,26 @@ def test_an_mmaction_test_class_without_training_videos_is_warned_with_counts(tm
     with pytest.warns(UserWarning, match=r"1 test classes have no training videos .*Jump \(2 test videos\)"):
         split = read_mmaction(tmp_path / "train.txt", tmp_path / "test.txt")
     assert split.classes == ["Run", "Jump"]
+
+
+def test_absolute_paths_only_with_the_flag_and_class_names(tmp_path):
+    from dataloader.splits import listed_videos, read_mmaction
+    data = make_dataset(tmp_path / "elsewhere", clips=1)
+    videos = sorted(p for p in data.data_root.iterdir() if p.is_dir())
+    (tmp_path / "names.txt").write_text("".join(f"{c}\n" for c in ("Alpha", "Beta", "Gamma")))
+    label = {"Alpha": 0, "Beta": 1, "Gamma": 2}
+    lines = "".join(f"{v} 14 {label[v.name.split('_')[1]]}\n" for v in videos)  # absolute frame folders
+    (tmp_path / "list.txt").write_text(lines)
+    with pytest.raises(SplitError, match="(?s)list.txt:1: .* leaves the data root .*--allow-absolute-paths"):
+        read_mmaction(tmp_path / "list.txt", tmp_path / "list.txt")
+    with pytest.raises(SplitError, match="(?s)an absolute path names no class.*--class-names"):
+        read_mmaction(tmp_path / "list.txt", tmp_path / "list.txt", allow_absolute=True)
+    split = read_mmaction(tmp_path / "list.txt", tmp_path / "list.txt", tmp_path / "names.txt", allow_absolute=True)
+    assert split.classes == ["Alpha", "Beta", "Gamma"]
+    (tmp_path / "unrelated_root").mkdir()
+    source = stream_sources("spatial", LAYOUTS["ucf101"], data_root=tmp_path / "unrelated_root")
+    found, missing = build_index(split.test, source)
+    assert not missing and len(found) == len(videos)  # read where the list says, not under the root
+    (tmp_path / "up.txt").write_text("../x/v_a.mp4 0\n")
+    with pytest.raises(SplitError, match="up.txt:1"):
+        listed_videos(tmp_path / "up.txt", "mmaction", allow_absolute=True)  # '..' never

@@ -115,3 +115,19 @@ def test_stages_inside_a_slurm_array_task_do_every_video(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
     assert resolve_shard(None) == (1, 4)  # what a stage would do with the task's environment
     assert resolve_shard(None, pipeline_module.child_environment()) == (0, 1)
+
+
+@pytest.mark.slow
+def test_videos_too_short_for_flow_leave_the_lists_with_a_warning(tmp_path):
+    import numpy as np
+    from tools.make_demo_data import render_video, write_video
+    make_demo_data(tmp_path / "data", seed=2, frames=12, videos_per_class=3)
+    videos = tmp_path / "data" / "videos"
+    rng = np.random.default_rng(0)
+    write_video(videos / "RedUp" / "v_RedUp_g07_c01.avi", render_video((230, 80, 60), -1, 1, (48, 64), rng))
+    write_video(videos / "RedUp" / "v_RedUp_g08_c01.avi", render_video((230, 80, 60), -1, 6, (48, 64), rng))
+    log = run_to_end(videos, tmp_path / "out", "--epochs", "1")
+    assert "1 videos have a single frame, too short for flow, and are skipped: v_RedUp_g07_c01" in log
+    assert "2 videos have fewer than 11 frames" in log and "v_RedUp_g07_c01, v_RedUp_g08_c01" in log
+    lists = "".join(p.read_text() for p in (tmp_path / "out" / "splits").glob("t*list01.txt"))
+    assert "v_RedUp_g07" not in lists and "v_RedUp_g08" not in lists and "v_RedUp_g01" in lists

@@ -221,6 +221,11 @@ def main(args: argparse.Namespace) -> int:
     if not folders:
         raise UserError(f"no frame folders (frame000001.jpg ...) under {args.frames_dir}")
     jobs = [FlowJob(f.name, str(f), str(args.out_dir), args.method, args.bound, args.quality) for f in folders]
+    short = [j.name for j in jobs if len(frame_files(Path(j.frames_dir))) < 2]
+    if short:  # no pair of frames: no flow, and nothing a rerun could change
+        print(f"warning: {len(short)} videos have a single frame, too short for flow, and are skipped: "
+              f"{', '.join(short[:5])}{' ...' if len(short) > 5 else ''}", file=sys.stderr)
+        jobs = [j for j in jobs if j.name not in set(short)]
     if args.check:
         return report_check([(j.name, why) for j in jobs if (why := incomplete_flow(j)) is not None], len(jobs),
                             "flow")

@@ -44,13 +44,14 @@ class FrameJob:
     size: tuple[int, int] | None  # (height, width)
     quality: int
 
-def find_videos(video_dir: Path, list_file: str | None = None, split_format: str | None = None) -> list[Path]:
+def find_videos(video_dir: Path, list_file: str | None = None, split_format: str | None = None,
+                allow_absolute: bool = False) -> list[Path]:
     """Videos under ``video_dir``: from a list file (paths relative to ``video_dir``, see
     dataloader.splits.listed_videos), or all files with a video extension, recursively."""
     if list_file:
         if not video_dir.is_dir():
             raise UserError(f"video folder not found: {video_dir}")
-        return [video_dir / line for line in listed_videos(list_file, split_format)]
+        return [video_dir / line for line in listed_videos(list_file, split_format, allow_absolute)]
     return find_all_videos(video_dir)
 
 def frame_stamp(job: FrameJob) -> dict:
@@ -121,6 +122,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "or a Slurm array's task id and count when set, else all)")
     p.add_argument("--check", action="store_true",
                    help="do nothing; list the videos whose frames are missing or incomplete (exit status 1 if any)")
+    p.add_argument("--allow-absolute-paths", action="store_true",
+                   help="--list: let entries be absolute paths outside VIDEO_DIR ('..' is never allowed)")
     p.add_argument("--split-format", choices=SPLIT_FORMATS, default=None,
                    help="the --list's format (default: hmdb51 for *_test_splitN.txt names, else a path a line)")
     return p
@@ -128,7 +131,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise UserError("--every must be 1 or more")
-    videos = find_videos(args.video_dir, args.list, args.split_format)
+    videos = find_videos(args.video_dir, args.list, args.split_format, args.allow_absolute_paths)
     if not videos:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {args.video_dir}")
     size = None if args.size == [0, 0] else tuple(args.size)
