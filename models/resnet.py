@@ -114,13 +114,23 @@ def load_torch_file(path: str | Path, what: str, fix: str) -> object:
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local file: torchvision's .pth, or a checkpoint with 'state_dict'/'model'."""
+    """A state dict from a local file with torchvision's keys: torchvision's .pth, this repo's
+    or the reference repo's checkpoints, mmaction2's and tsn-pytorch/TSM's (models/zoo.py)."""
+    from .zoo import to_torchvision
+
     state = load_torch_file(path, "--pretrained weights file", "pass imagenet, none or a path to a .pth state dict")
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict):
                 state = state[key]
-    return normalize_keys(state)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds no state dict of tensors\n  fix: pass a .pth state dict or a checkpoint "
+                        f"with 'state_dict' or 'model'")
+    state, zoo, dropped = to_torchvision(normalize_keys(state))
+    print(f"--pretrained {path}: {zoo} layout, {len(state)} tensors"
+          + (f"; dropped its head: {', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''}" if dropped else ""),
+          flush=True)
+    return state
 
 
 def normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -160,13 +170,23 @@ def build_model(arch: str = "resnet101", num_classes: int = 101, in_channels: in
     if conv1 is not None and conv1.shape[1] != in_channels:
         if conv1.shape[1] != 3:
             raise UserError(f"--pretrained {pretrained}: its first conv has {conv1.shape[1]} input "
-                            f"channels; this model needs {in_channels} (or an RGB model to adapt)")
+                            f"channels; this model needs {in_channels} (or an RGB model to adapt)\n  fix: a flow "
+                            f"model of N x/y pairs fits the motion stream with --stack-length N (mmaction2's "
+                            f"Kinetics flow: 10 channels, --stack-length 5)")
         state["conv1.weight"] = cross_modality_conv1(conv1, in_channels)
     if state.get("fc.weight") is not None and state["fc.weight"].shape[0] != num_classes:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # a new classifier
+    expected = model.state_dict()
+    wrong_shape = {k: tuple(v.shape) for k, v in state.items() if k in expected and v.shape != expected[k].shape}
+    state = {k: v for k, v in state.items() if k not in wrong_shape}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise UserError(f"--pretrained {pretrained} does not fit {arch}: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}")
+    if missing or unexpected or wrong_shape:
+        key = next(iter(wrong_shape), None)
+        first = (f"its {key} has shape {wrong_shape[key]}, {arch}'s {tuple(expected[key].shape)}"
+                 if key else f"it has no {missing[0]}" if missing else f"{arch} has no {unexpected[0]}")
+        raise UserError(f"--pretrained {pretrained} does not fit {arch}: {first} ({len(missing)} missing, "
+                        f"{len(unexpected)} unexpected, {len(wrong_shape)} of another shape)\n"
+                        f"  fix: pass the --arch it was trained with (a checkpoint of another depth or layout "
+                        f"cannot be loaded)")
     return model

@@ -1,0 +1,80 @@
+"""State dicts of the action-recognition zoos, mapped to torchvision's ResNet keys.
+
+Detected from the keys:
+
+- ``torchvision``: ``conv1.weight``, ``bn1.*``, ``layerX.Y.convN.weight``, ``layerX.Y.bnN.*``,
+  ``layerX.Y.downsample.0|1.*`` (also this repo's checkpoints and the reference repo's, whose
+  ``conv1_custom``/``fc_custom`` and ``module.`` prefixes models.normalize_keys removes first).
+- ``mmaction2`` (0.x and 1.x, ``state_dict`` of a recognizer): ``backbone.conv1.conv.weight``,
+  ``backbone.conv1.bn.*``, ``backbone.layerX.Y.convN.conv|bn.*``,
+  ``backbone.layerX.Y.downsample.conv|bn.*``; the head ``cls_head.*`` is dropped.
+- ``tsn-pytorch`` and TSM (``module.base_model.*``; TSM wraps shifted convs as ``.net``):
+  ``new_fc.*`` (their classifier) is dropped.
+
+Every backbone tensor must land: a checkpoint of another depth or an unknown layout is one
+message naming the first key that does not fit.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+ZOO_FORMATS = ("torchvision", "mmaction2", "tsn-pytorch")
+_MMACTION_LAYER = re.compile(r"^(layer\d+\.\d+)\.(conv\d)\.(conv|bn)\.(.+)$")
+_MMACTION_DOWNSAMPLE = re.compile(r"^(layer\d+\.\d+)\.downsample\.(conv|bn)\.(.+)$")
+
+
+def detect_format(state: dict[str, torch.Tensor]) -> str:
+    """Which zoo's layout a state dict has (see the module's docstring)."""
+    keys = list(state)
+    if any(k.startswith(("backbone.", "cls_head.")) for k in keys):
+        return "mmaction2"
+    if any(k.startswith(("module.base_model.", "base_model.", "new_fc.", "module.new_fc.")) for k in keys):
+        return "tsn-pytorch"
+    return "torchvision"
+
+
+def to_torchvision(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """(the state dict with torchvision's keys, its zoo format, the keys dropped: heads)."""
+    zoo = detect_format(state)
+    out, dropped = {}, []
+    for key, value in state.items():
+        if zoo == "mmaction2":
+            new = _from_mmaction2(key)
+        elif zoo == "tsn-pytorch":
+            new = _from_tsn(key)
+        else:
+            new = key
+        if new is None:
+            dropped.append(key)
+        else:
+            out[new] = value
+    return out, zoo, dropped
+
+
+def _from_mmaction2(key: str) -> str | None:
+    if key.startswith("cls_head."):
+        return None
+    key = key.removeprefix("backbone.")
+    if key.startswith("conv1.conv."):
+        return "conv1." + key[len("conv1.conv."):]
+    if key.startswith("conv1.bn."):
+        return "bn1." + key[len("conv1.bn."):]
+    match = _MMACTION_LAYER.match(key)
+    if match:
+        block, conv, part, rest = match.groups()
+        return f"{block}.{conv if part == 'conv' else 'bn' + conv[4:]}.{rest}"
+    match = _MMACTION_DOWNSAMPLE.match(key)
+    if match:
+        block, part, rest = match.groups()
+        return f"{block}.downsample.{0 if part == 'conv' else 1}.{rest}"
+    return key  # an unknown key stays as it is: the strict load names it
+
+
+def _from_tsn(key: str) -> str | None:
+    key = key.removeprefix("module.")
+    if key.startswith("new_fc."):
+        return None
+    key = key.removeprefix("base_model.")
+    return key.replace(".net.", ".")  # TSM's temporal-shift wrappers around a conv

@@ -1,0 +1,125 @@
+"""--pretrained from the zoos' checkpoints (models/zoo.py): synthetic checkpoints written in each
+zoo's exact key layout from a torchvision ResNet-50 with known random weights."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torchvision
+
+from models import build_model
+from models.zoo import detect_format
+from tools import convert_weights
+from utils import UserError
+
+
+@pytest.fixture(scope="module")
+def source():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None, num_classes=400)
+    for p in model.parameters():  # known, non-default values everywhere (BN too)
+        torch.nn.init.normal_(p)
+    for name, buffer in model.named_buffers():
+        if "running" in name:
+            buffer.uniform_(0.5, 1.5)
+    return model.state_dict()
+
+
+def as_mmaction2(state):
+    """mmaction2's ResNet: ConvModule (``.conv``/``.bn``) blocks under ``backbone.``, head ``cls_head.fc_cls``."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("fc."):
+            out["cls_head.fc_cls." + key[3:]] = value
+            continue
+        key = key.replace("conv1.weight", "conv1.conv.weight") if key == "conv1.weight" else key
+        key = re.sub(r"^bn1\.", "conv1.bn.", key)
+        key = re.sub(r"^(layer\d+\.\d+)\.(conv\d)\.weight$", r"\1.\2.conv.weight", key)
+        key = re.sub(r"^(layer\d+\.\d+)\.bn(\d)\.", r"\1.conv\2.bn.", key)
+        key = re.sub(r"^(layer\d+\.\d+)\.downsample\.0\.", r"\1.downsample.conv.", key)
+        key = re.sub(r"^(layer\d+\.\d+)\.downsample\.1\.", r"\1.downsample.bn.", key)
+        out["backbone." + key] = value
+    return {"meta": {"mmaction2_version": "1.x"}, "state_dict": out}
+
+
+def as_tsn(state, tsm: bool = False):
+    """tsn-pytorch (DataParallel ``module.``, ``base_model.``, classifier ``new_fc``); TSM wraps
+    each block's first conv as ``.net``."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("fc."):
+            out["module.new_fc." + key[3:]] = value
+            continue
+        if tsm:
+            key = re.sub(r"^(layer\d+\.\d+)\.conv1\.weight$", r"\1.conv1.net.weight", key)
+        out["module.base_model." + key] = value
+    return {"epoch": 45, "arch": "resnet50", "best_prec1": 70.0, "state_dict": out}
+
+
+def backbone(state):
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+@pytest.mark.parametrize("layout,expected", [(as_mmaction2, "mmaction2"), (as_tsn, "tsn-pytorch"),
+                                             (lambda s: as_tsn(s, tsm=True), "tsn-pytorch"),
+                                             (lambda s: s, "torchvision")])
+def test_every_backbone_tensor_lands_from_each_zoo(tmp_path, source, layout, expected, capsys):
+    path = tmp_path / "ckpt.pth"
+    torch.save(layout(source), path)
+    saved = torch.load(path, weights_only=True)
+    assert detect_format(saved.get("state_dict", saved)) == expected
+    model = build_model("resnet50", 101, 3, str(path))
+    loaded = model.state_dict()
+    for key, value in backbone(source).items():
+        assert torch.equal(loaded[key], value), key
+    printed = capsys.readouterr().out
+    assert f"{expected} layout" in printed
+    assert ("dropped its head" in printed) == (expected != "torchvision")  # cls_head / new_fc are not loaded
+
+
+def test_an_rgb_zoo_model_initialises_the_motion_stream_by_cross_modality(tmp_path, source):
+    path = tmp_path / "rgb.pth"
+    torch.save(as_mmaction2(source), path)
+    model = build_model("resnet50", 101, 20, str(path))
+    expected = source["conv1.weight"].mean(dim=1, keepdim=True).repeat(1, 20, 1, 1)
+    assert torch.allclose(model.state_dict()["conv1.weight"], expected)
+
+
+def test_a_flow_model_of_5_pairs_fits_stack_length_5_exactly(tmp_path, source):
+    flow = dict(source)
+    torch.manual_seed(1)
+    flow["conv1.weight"] = torch.randn(64, 10, 7, 7)
+    path = tmp_path / "flow.pth"
+    torch.save(as_mmaction2(flow), path)
+    assert torch.equal(build_model("resnet50", 101, 10, str(path)).state_dict()["conv1.weight"], flow["conv1.weight"])
+    with pytest.raises(UserError, match="(?s)10 input channels.*--stack-length 5"):
+        build_model("resnet50", 101, 20, str(path))
+
+
+def test_another_depth_or_layout_names_the_first_key_that_does_not_fit(tmp_path, source):
+    path = tmp_path / "r50.pth"
+    torch.save(as_mmaction2(source), path)
+    with pytest.raises(UserError, match=r"does not fit resnet101: it has no layer3\.6\."):
+        build_model("resnet101", 101, 3, str(path))
+    with pytest.raises(UserError, match=r"does not fit resnet18: its layer1\.0\.conv1\.weight has shape"):
+        build_model("resnet18", 101, 3, str(path))
+    shuffled = {"state_dict": {k.replace("backbone.layer1", "backbone.stage1"): v
+                               for k, v in as_mmaction2(source)["state_dict"].items()}}
+    torch.save(shuffled, tmp_path / "unknown.pth")
+    with pytest.raises(UserError, match=r"it has no layer1\.0\.conv1\.weight"):
+        build_model("resnet50", 101, 3, str(tmp_path / "unknown.pth"))
+
+
+def test_convert_weights_writes_what_pretrained_loads(tmp_path, source):
+    src, out = tmp_path / "tsm.pth", tmp_path / "converted.pth"
+    torch.save(as_tsn(source, tsm=True), src)
+    assert convert_weights.main(convert_weights.get_args_parser().parse_args([str(src), str(out)])) == 0
+    converted = torch.load(out, weights_only=True)
+    assert detect_format(converted) == "torchvision" and not any(k.startswith("fc.") for k in converted)
+    for key, value in backbone(source).items():
+        assert torch.equal(converted[key], value), key
+    model = build_model("resnet50", 101, 3, str(out))
+    assert torch.equal(model.state_dict()["layer4.2.bn3.running_var"], source["layer4.2.bn3.running_var"])
+    with pytest.raises(UserError, match="is SRC"):
+        convert_weights.main(convert_weights.get_args_parser().parse_args([str(src), str(src)]))
