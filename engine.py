@@ -39,6 +39,7 @@ from utils import (CsvLogger, UserError, atomic_write, check_finite_scores, chec
                    remove_stale_temporaries, save_score_info, save_scores)
 
 CHECKPOINT_FORMAT = "two-stream-checkpoint/1"
+RECIPE_NAMES = ("reference", "tsn")  # --recipe; each stream script says what a recipe sets
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     """Arguments common to both streams; each script adds its own and sets its defaults."""
     p = argparse.ArgumentParser(description=description, add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--recipe", default="reference", choices=["reference", "tsn"],
+    p.add_argument("--recipe", default="reference", choices=RECIPE_NAMES,
                    help="reference: the two-stream reference's protocol; tsn: TSN's training and test choices "
                         "(see the README's table); flags given explicitly win over the recipe")
     data = p.add_argument_group("data")
@@ -258,7 +259,7 @@ FIXED_SETTINGS = ("arch", "lr_groups")
 LEGACY_SETTINGS = {"test_positions": "starts", "test_scale": "stored", "lr_groups": "single"}
 
 
-_SETTING_CHOICES = {"arch": ARCHS, "recipe": ("reference", "tsn"), "test_view": ("resize", "center"),
+_SETTING_CHOICES = {"arch": ARCHS, "recipe": RECIPE_NAMES, "test_view": ("resize", "center"),
                     "test_crops": TEST_CROPS, "test_positions": TEST_POSITIONS, "test_scale": TEST_SCALES,
                     "lr_groups": LR_GROUPS, "reference_stack_order": (True, False)}
 

@@ -81,7 +81,7 @@ class Stage:
     def marker(self, name: str, kind: str = "done") -> Path:
         return self.out_dir / f".stage-{name}.{kind}"
 
-    def fingerprint(self, name: str, commands: tuple[list[str], ...], videos: dict | None) -> dict:
+    def fingerprint(self, commands: tuple[list[str], ...], videos: dict | None) -> dict:
         parts = {"commands": [list(map(str, c)) for c in commands], "previous": self.previous}
         if videos is not None:
             parts["videos"] = videos
@@ -118,7 +118,7 @@ class Stage:
         on after an interruption (a training stage: --overwrite, --resume auto)."""
         self.number += 1
         head = f"== [{self.number}/{len(STAGES)}] {name}"
-        now = self.fingerprint(name, commands, videos)
+        now = self.fingerprint(commands, videos)
         self.previous = now["hash"]
         why = ("--restart" if self.marker(name).exists() else "not finished") if self.restart else \
             self.why_changed(name, now)
