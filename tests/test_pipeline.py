@@ -131,3 +131,32 @@ def test_videos_too_short_for_flow_leave_the_lists_with_a_warning(tmp_path):
     assert "2 videos have fewer than 11 frames" in log and "v_RedUp_g07_c01, v_RedUp_g08_c01" in log
     lists = "".join(p.read_text() for p in (tmp_path / "out" / "splits").glob("t*list01.txt"))
     assert "v_RedUp_g07" not in lists and "v_RedUp_g08" not in lists and "v_RedUp_g01" in lists
+
+
+def test_a_change_at_any_stage_redoes_it_and_every_stage_after_it(tmp_path, capsys, monkeypatch):
+    """Stage fingerprints, with commands that only record that they ran: for each stage, a
+    changed command (a flag) redoes that stage and the ones after it, and only those; a changed
+    video redoes the stages that read the videos and everything after them."""
+    import pipeline as pipeline_module
+    ran = []
+    monkeypatch.setattr(pipeline_module.Stage, "_call", staticmethod(lambda name, command: ran.append(name)))
+    names = pipeline_module.STAGES
+
+    def run_all(flags: dict[str, str], videos: dict) -> list[str]:
+        ran.clear()
+        stage = pipeline_module.Stage(tmp_path, restart=False)
+        for name in names:
+            reads_videos = name in ("splits", "frames")
+            stage.run(name, ["x.py", flags.get(name, "")], videos=videos if reads_videos else None)
+        return list(ran)
+
+    videos = {"A/v_a.avi": [10, 1], "B/v_b.avi": [20, 2]}
+    assert run_all({}, videos) == list(names)
+    assert run_all({}, videos) == []  # nothing changed: every stage skipped
+    flags: dict[str, str] = {}
+    for i, name in enumerate(names):
+        flags[name] = f"--changed-{i}"  # the earlier stages keep their (already changed) flags
+        assert run_all(flags, videos) == list(names[i:]), name
+        assert f"{name} (again: its flags changed)" in capsys.readouterr().out
+    assert run_all(flags, {**videos, "A/v_a.avi": [11, 3]}) == list(names)  # a replaced video
+    assert "(0 added, 0 removed, 1 replaced)" in capsys.readouterr().out
