@@ -209,6 +209,7 @@ _NUMERIC_CHECKS = {
     "segments": (lambda v: v >= 1, "at least 1"),
     "stack_length": (lambda v: v >= 1, "at least 1"),
     "flow_mean": (lambda v: math.isfinite(v), "a finite number"),
+    "flow_std": (lambda v: 0 < v < math.inf, "a positive number"),
     "clip_grad_norm": (lambda v: v is None or 0 < v < math.inf, "a positive number"),
     "crop_scales": (lambda v: v is None or (len(v) > 0 and all(0 < s <= 1 for s in v)), "fractions in (0, 1]"),
     "lr_milestones": (lambda v: all(m >= 1 for m in v) and list(v) == sorted(set(v)), "increasing epochs, at least 1"),
@@ -252,11 +253,12 @@ def apply_recipe(args: argparse.Namespace, values: dict) -> list[str]:
 # of this project brings its own, so that --evaluate scores it as it was trained (and a
 # resumed run goes on with the checkpoint's recipe).
 CHECKPOINT_SETTINGS = ("arch", "recipe", "input_size", "test_view", "test_frames", "test_crops", "test_positions",
-                       "test_scale", "stack_length", "reference_stack_order", "flow_mean", "lr_groups")
+                       "test_scale", "stack_length", "reference_stack_order", "flow_mean", "flow_std",
+                       "lr_groups")
 # settings the command line can never change on a checkpoint: its weights or its optimizer state depend on them
 FIXED_SETTINGS = ("arch", "lr_groups")
 # what a checkpoint written before a setting existed was trained and tested with
-LEGACY_SETTINGS = {"test_positions": "starts", "test_scale": "stored", "lr_groups": "single"}
+LEGACY_SETTINGS = {"test_positions": "starts", "test_scale": "stored", "lr_groups": "single", "flow_std": 1.0}
 
 
 _SETTING_CHOICES = {"arch": ARCHS, "recipe": RECIPE_NAMES, "test_view": ("resize", "center"),

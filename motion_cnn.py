@@ -31,6 +31,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--stack-length", type=int, default=10, help="flow frames per stack (2L input channels)")
     parser.add_argument("--reference-stack-order", action="store_true",
                         help="the reference repo's rotated channel order, for its released checkpoints")
+    parser.add_argument("--flow-std", type=float, default=1.0,
+                        help="flow in [0,1] minus --flow-mean is divided by this (mmaction2's flow models: "
+                             "--flow-mean 0.502 --flow-std 0.502, i.e. (x - 128) / 128 on 0..255)")
     parser.add_argument("--flow-mean", type=float, default=FLOW_MEAN,
                         help="subtracted from flow in [0,1]; the reference's checkpoints want 0")
     parser.set_defaults(batch_size=64, lr=1e-2, epochs=150, segments=1, crop_scales=list(MOTION_SCALES))
@@ -43,7 +46,7 @@ MOTION = engine.Stream(
     dataset=lambda videos, train, args, test_mode: MotionDataset(
         videos, train, reference_order=args.reference_stack_order, test_mode=test_mode, **engine.dataset_options(args)),
     normalizer=lambda args, channels_last, resize: motion_normalizer(
-        2 * args.stack_length, args.flow_mean, channels_last, resize),
+        2 * args.stack_length, args.flow_mean, channels_last, resize, args.flow_std),
     in_channels=lambda args: 2 * args.stack_length,
     min_frames=lambda args: args.stack_length,
     flow=True,

@@ -260,5 +260,7 @@ def spatial_normalizer(channels_last: bool = False, resize: tuple[int, int] | No
 
 
 def motion_normalizer(channels: int, mean: float = FLOW_MEAN, channels_last: bool = False,
-                      resize: tuple[int, int] | None = None) -> InputNormalizer:
-    return InputNormalizer((mean,) * channels, (1.0,) * channels, channels_last, resize)
+                      resize: tuple[int, int] | None = None, std: float = 1.0) -> InputNormalizer:
+    """Flow in [0, 1] (the stored 0..255 / 255), minus ``mean``, divided by ``std``; mmaction2's
+    flow models were trained on (x - 128) / 128: mean 128/255, std 128/255."""
+    return InputNormalizer((mean,) * channels, (std,) * channels, channels_last, resize)

@@ -81,7 +81,8 @@ def load_stream(path: str, stream: str, device: torch.device, class_ind: str | N
     if stream == "spatial":
         normalizer = spatial_normalizer()
     else:
-        normalizer = motion_normalizer(ckpt["in_channels"], float(args.get("flow_mean", FLOW_MEAN)))
+        normalizer = motion_normalizer(ckpt["in_channels"], float(args.get("flow_mean", FLOW_MEAN)),
+                                       std=float(args.get("flow_std", 1.0)))
     input_size, crops = int(args.get("input_size", 224)), int(args.get("test_crops", 1))
     return StreamModel(stream, model, normalizer.to(device), list(classes), input_size,
                        int(args.get("test_frames", 19)), args.get("test_view", "resize"), stack_length,

@@ -123,3 +123,25 @@ def test_convert_weights_writes_what_pretrained_loads(tmp_path, source):
     assert torch.equal(model.state_dict()["layer4.2.bn3.running_var"], source["layer4.2.bn3.running_var"])
     with pytest.raises(UserError, match="is SRC"):
         convert_weights.main(convert_weights.get_args_parser().parse_args([str(src), str(src)]))
+
+
+def test_flow_normalised_as_mmaction2_trained_it_from_flags_to_predict(tmp_path):
+    import engine
+    import motion_cnn
+    from inference.scorer import load_stream
+    from tests.test_trust import checkpoint
+    args = motion_cnn.parse_args(["--flow-mean", str(128 / 255), "--flow-std", str(128 / 255)])
+    normalizer = motion_cnn.MOTION.normalizer(args, False, None)
+    batch = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1).repeat(1, 20 // 3 + 1, 1, 1)[:, :20]
+    expected = (batch.float() - 128) / 128
+    assert torch.allclose(normalizer(batch), expected, atol=1e-6)
+    path = checkpoint(tmp_path / "flow.pth.tar", stream="motion", flow_mean=128 / 255, flow_std=128 / 255)
+    stream = load_stream(str(path), "motion", torch.device("cpu"))
+    assert torch.allclose(stream.normalizer(batch), expected, atol=1e-6)  # predict.py, from the checkpoint
+    evaluate = motion_cnn.parse_args(["--evaluate"])
+    engine.apply_checkpoint_settings(evaluate, torch.load(path, weights_only=True)["args"], str(path))
+    assert evaluate.flow_std == pytest.approx(128 / 255)  # --evaluate, from the checkpoint
+    default = motion_cnn.parse_args([])
+    assert torch.allclose(motion_cnn.MOTION.normalizer(default, False, None)(batch), batch.float() / 255 - 0.5)
+    with pytest.raises(SystemExit):
+        motion_cnn.parse_args(["--flow-std", "0"])
