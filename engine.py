@@ -429,6 +429,24 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+# what a published checkpoint keeps besides the model: enough to evaluate it and to predict with it
+PUBLISHED_KEYS = ("format", "stream", "arch", "num_classes", "in_channels", "class_names", "pretrained_weights",
+                  "epoch", "best_top1", "model")
+
+
+def publishable(ckpt: dict, path: str | Path) -> dict:
+    """A checkpoint of this repo without what only training needs (optimizer, scheduler, scaler,
+    RNG state, meters) and with only the settings that define what its model sees."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a checkpoint of this repo's format (a reference-repo or bare state dict)\n"
+                        f"  fix: publish a checkpoint.pth.tar or model_best.pth.tar of spatial_cnn.py/motion_cnn.py")
+    saved = ckpt.get("args", {})
+    check_stored_settings(saved, path)
+    out = {key: ckpt[key] for key in PUBLISHED_KEYS if key in ckpt}
+    out["args"] = {name: saved[name] for name in CHECKPOINT_SETTINGS if name in saved}
+    return out
+
+
 def check_compatible(ckpt: dict, path: str | Path, stream: str, arch: str, in_channels: int,
                      num_classes: int, model: nn.Module) -> dict[str, torch.Tensor]:
     """The checkpoint's state dict, after checking that it fits this stream and model; the

@@ -36,6 +36,7 @@ from flow.storage import CPU_METHODS
 from inference.outputs import annotate_video, plot_timeline, print_segments, write_csv
 from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_stream
 from inference.windows import count_windows, plan_windows, segments
+from models.zoo import resolve_weights
 from utils import (UserError, atomic_write, check_fusion_weights, check_writable_file, default_fusion_weights,
                    default_workers, run_cli)
 
@@ -249,6 +250,59 @@ def output_path(option: str, video: Path, several: bool, suffix: str, create: bo
     return path / f"{video.stem}{suffix}"
 
 
+def load_streams(args: argparse.Namespace, device: torch.device) -> tuple[list[StreamModel], list[float]]:
+    """The checkpoints of --spatial/--motion (local paths or URLs) and their fusion weights."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    streams = [load_stream(resolve_weights(path), name, device, args.class_ind)
+               for name, path in (("spatial", args.spatial), ("motion", args.motion)) if path]
+    if len(streams) == 2 and streams[0].classes != streams[1].classes:
+        first, second = streams[0].classes + [None], streams[1].classes + [None]
+        difference = next((a, b) for a, b in zip(first, second) if a != b)
+        raise UserError(f"the checkpoints have different class sets ({len(streams[0].classes)} classes in "
+                        f"{args.spatial}, {len(streams[1].classes)} in {args.motion}, first difference: {difference})")
+    weights = (args.weights or default_fusion_weights({s.name: s.recipe for s in streams})
+               or [1.0] * len(streams))
+    check_fusion_weights(weights, [s.name for s in streams])
+    return streams, weights
+
+
+class Predictor:
+    """Trained streams ready to classify video files: what predict.py runs, as one object
+    (``torch.hub.load(repo, 'two_stream', spatial=..., motion=...)`` returns one).
+
+        predictor = Predictor(spatial="spatial-....pth", motion="motion-....pth")
+        record = predictor("video.mp4")   # predict.py's JSON record of the video
+        predictor.close()
+    """
+
+    def __init__(self, spatial: str | None = None, motion: str | None = None, device: str = "cpu",
+                 **options: object):
+        argv = ["video"] + [f for name, path in (("--spatial", spatial), ("--motion", motion)) if path
+                            for f in (name, str(path))] + ["--device", device, "--workers", "1"]
+        self.args = get_args_parser().parse_args(argv)
+        for name, value in options.items():  # any of predict.py's flags, by their dest name
+            if not hasattr(self.args, name):
+                raise TypeError(f"Predictor has no option {name!r}")
+            setattr(self.args, name, value)
+        check_args(self.args)
+        self.device = torch.device(device)
+        self.streams, self.weights = load_streams(self.args, self.device)
+        method = self.args.flow_method or ("tvl1-torch" if self.device.type == "cuda" else "tvl1")
+        self.flow_of = FlowFunction(method, self.device, self.args.workers) if motion else None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.streams[0].classes
+
+    def __call__(self, video: str | Path) -> dict:
+        return predict_video(Path(video), self.streams, self.weights, self.flow_of, self.args, self.device)
+
+    def close(self) -> None:
+        if self.flow_of is not None:
+            self.flow_of.close()
+
+
 def main(args: argparse.Namespace) -> int:
     check_args(args)
     videos: list[Path] = []
@@ -259,21 +313,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {' '.join(args.videos)}")
     check_outputs(args, videos)
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    streams = []
-    if args.spatial:
-        streams.append(load_stream(args.spatial, "spatial", device, args.class_ind))
-    if args.motion:
-        streams.append(load_stream(args.motion, "motion", device, args.class_ind))
-    if len(streams) == 2 and streams[0].classes != streams[1].classes:
-        first, second = streams[0].classes + [None], streams[1].classes + [None]
-        difference = next((a, b) for a, b in zip(first, second) if a != b)
-        raise UserError(f"the checkpoints have different class sets ({len(streams[0].classes)} classes in "
-                        f"{args.spatial}, {len(streams[1].classes)} in {args.motion}, first difference: {difference})")
-    weights = (args.weights or default_fusion_weights({s.name: s.recipe for s in streams})
-               or [1.0] * len(streams))
-    check_fusion_weights(weights, [s.name for s in streams])
+    streams, weights = load_streams(args, device)
     method = args.flow_method or ("tvl1-torch" if device.type == "cuda" else "tvl1")
     flow_of = FlowFunction(method, device, args.workers) if args.motion else None
     try:

@@ -116,8 +116,9 @@ def load_torch_file(path: str | Path, what: str, fix: str) -> object:
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a local file with torchvision's keys: torchvision's .pth, this repo's
     or the reference repo's checkpoints, mmaction2's and tsn-pytorch/TSM's (models/zoo.py)."""
-    from .zoo import to_torchvision
+    from .zoo import resolve_weights, to_torchvision
 
+    path = resolve_weights(str(path))
     state = load_torch_file(path, "--pretrained weights file", "pass imagenet, none or a path to a .pth state dict")
     if isinstance(state, dict):
         for key in ("model", "state_dict"):

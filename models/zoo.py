@@ -16,9 +16,13 @@ message naming the first key that does not fit.
 """
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 
 import torch
+
+from utils import UserError
 
 ZOO_FORMATS = ("torchvision", "mmaction2", "tsn-pytorch")
 _MMACTION_LAYER = re.compile(r"^(layer\d+\.\d+)\.(conv\d)\.(conv|bn)\.(.+)$")
@@ -78,3 +82,37 @@ def _from_tsn(key: str) -> str | None:
         return None
     key = key.removeprefix("base_model.")
     return key.replace(".net.", ".")  # TSM's temporal-shift wrappers around a conv
+
+
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's convention: NAME-<sha256 prefix>.pth
+
+
+def resolve_weights(path_or_url: str) -> str:
+    """A local path as it is; an http(s) URL: its file in torch.hub's cache (downloaded once),
+    whose sha256 must start with the hash its file name carries, when it carries one."""
+    if not str(path_or_url).startswith(("http://", "https://")):
+        return path_or_url
+    url = str(path_or_url)
+    filename = url.split("?", 1)[0].rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    match = _HASH_IN_NAME.search(filename)
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1) if match else None,
+                                           progress=False)
+        except Exception as err:  # no network, HTTP errors, a hash that does not match
+            raise UserError(f"could not download {url} ({type(err).__name__}: {err})\n  fix: download it where "
+                            f"there is internet and put it at {cached}, or pass the local file") from None
+    elif match and not sha256_of(cached).startswith(match.group(1)):
+        raise UserError(f"{cached}: its sha256 does not start with {match.group(1)}, as its name says (a damaged or "
+                        f"different file)\n  fix: delete it to download it again, or pass the right file")
+    return str(cached)
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -394,3 +394,51 @@ def test_a_timeline_too_fine_to_plan_is_refused_with_the_bound(trained, tmp_path
     assert predict.main(args) == 1  # the video fails, with the bound; nothing was planned
     (record,) = json.loads((tmp_path / "b.json").read_text())
     assert "more than the bound 2000000" in record["error"] and "--stride" in record["error"]
+
+
+def test_a_published_model_predicts_through_torch_hub_as_predict_py_does(trained, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tools import publish_model
+    root, splits = trained
+    published = {}
+    for stream in ("spatial", "motion"):
+        ckpt = root / stream / "checkpoint.pth.tar"
+        assert publish_model.main(publish_model.get_args_parser().parse_args(
+            [str(ckpt), "--out-dir", str(tmp_path / "pub")])) == 0
+        (path,) = (tmp_path / "pub").glob(f"{stream}-resnet18-reference-*.pth")
+        saved = torch.load(path, weights_only=True)
+        assert "optimizer" not in saved and "rng" not in saved and saved["class_names"]
+        assert path.stat().st_size < ckpt.stat().st_size
+        published[stream] = path
+    video = root / "data" / "videos" / "GreenDown" / "v_GreenDown_g01_c01.avi"
+    _, (expected,) = run_predict(root, video)
+    # torch.hub from this folder; the checkpoints by URL, found in torch.hub's cache (no network here)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    for path in published.values():
+        (tmp_path / "hub" / "checkpoints" / path.name).write_bytes(path.read_bytes())
+    urls = {s: f"https://models.example.invalid/{p.name}" for s, p in published.items()}
+    predictor = torch.hub.load(str(Path(__file__).resolve().parent.parent), "two_stream", source="local",
+                               spatial=urls["spatial"], motion=urls["motion"], size=[48, 64],
+                               flow_method="farneback")
+    try:
+        record = predictor(video)
+    finally:
+        predictor.close()
+    for stream in ("spatial", "motion"):
+        np.testing.assert_allclose(record["streams"][stream]["scores"], expected["streams"][stream]["scores"],
+                                   rtol=0, atol=1e-5)
+    assert record["topk"][0]["class"] == expected["topk"][0]["class"]
+    # a cached file whose hash does not match its name is refused, not used
+    damaged = tmp_path / "hub" / "checkpoints" / published["spatial"].name
+    damaged.write_bytes(damaged.read_bytes() + b"x")
+    with pytest.raises(UserError, match="sha256 does not start with"):
+        predict.Predictor(spatial=urls["spatial"])
+    # the published file evaluates as the training checkpoint does
+    evaluated = evaluate_checkpoints(root, splits, published["spatial"], published["motion"], tag="pub")
+    original = evaluate_checkpoints(root, splits, root / "spatial" / "checkpoint.pth.tar",
+                                    root / "motion" / "checkpoint.pth.tar", tag="orig")
+    for stream in ("spatial", "motion"):
+        for key, scores in original[stream].items():
+            np.testing.assert_array_equal(evaluated[stream][key], scores)
