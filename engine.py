@@ -128,7 +128,9 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     model.add_argument("--arch", default="resnet101", choices=ARCHS)
     model.add_argument("--pretrained", default="imagenet",
                        help="imagenet (= imagenet-v1, torchvision's IMAGENET1K_V1, the reference's) | imagenet-v2 | "
-                            "none | PATH to a state dict")
+                            "none | mmaction2-tsn-r50-k400-rgb | mmaction2-tsn-r50-k400-flow (Kinetics-400, "
+                            "--arch resnet50) | PATH or https URL of a state dict or checkpoint (torchvision, "
+                            "this repo, mmaction2, tsn-pytorch/TSM)")
     model.add_argument("--dropout", type=float, default=0.0,
                        help="dropout before the classifier (TSN: 0.8 RGB, 0.7 flow)")
     model.add_argument("--partial-bn", action=argparse.BooleanOptionalAction, default=False,

@@ -84,15 +84,28 @@ def _from_tsn(key: str) -> str | None:
     return key.replace(".net.", ".")  # TSM's temporal-shift wrappers around a conv
 
 
+# --pretrained NAME: the zoos' Kinetics-400 models (downloaded once into torch.hub's cache; the
+# sha256 prefix in each file name is checked). Both are ResNet-50 (--arch resnet50); the flow
+# model takes 5 x/y pairs (--stack-length 5) normalised as (x - 128) / 128
+# (--flow-mean 0.502 --flow-std 0.502).
+_OPENMMLAB = "https://download.openmmlab.com/mmaction/recognition/tsn"
+ZOO_PRESETS = {
+    "mmaction2-tsn-r50-k400-rgb": f"{_OPENMMLAB}/tsn_r50_1x1x3_100e_kinetics400_rgb/"
+                                  f"tsn_r50_1x1x3_100e_kinetics400_rgb_20200614-e508be42.pth",
+    "mmaction2-tsn-r50-k400-flow": f"{_OPENMMLAB}/tsn_r50_320p_1x1x3_110e_kinetics400_flow/"
+                                   f"tsn_r50_320p_1x1x3_110e_kinetics400_flow_20200705-3036bab6.pth",
+}
+
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's convention: NAME-<sha256 prefix>.pth
 
 
 def resolve_weights(path_or_url: str) -> str:
-    """A local path as it is; an http(s) URL: its file in torch.hub's cache (downloaded once),
-    whose sha256 must start with the hash its file name carries, when it carries one."""
-    if not str(path_or_url).startswith(("http://", "https://")):
+    """A local path as it is; an http(s) URL or a name of ``ZOO_PRESETS``: its file in torch.hub's
+    cache (downloaded once), whose sha256 must start with the hash its file name carries, when
+    it carries one."""
+    url = ZOO_PRESETS.get(str(path_or_url), str(path_or_url))
+    if not url.startswith(("http://", "https://")):
         return path_or_url
-    url = str(path_or_url)
     filename = url.split("?", 1)[0].rsplit("/", 1)[-1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     match = _HASH_IN_NAME.search(filename)

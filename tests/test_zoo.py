@@ -145,3 +145,23 @@ def test_flow_normalised_as_mmaction2_trained_it_from_flags_to_predict(tmp_path)
     assert torch.allclose(motion_cnn.MOTION.normalizer(default, False, None)(batch), batch.float() / 255 - 0.5)
     with pytest.raises(SystemExit):
         motion_cnn.parse_args(["--flow-std", "0"])
+
+
+def test_a_named_preset_comes_from_torch_hubs_cache_with_its_hash_checked(tmp_path, source, monkeypatch):
+    import hashlib
+
+    from models import zoo
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    # the real presets: a file in the cache whose hash is not the name's is refused, never used
+    name = zoo.ZOO_PRESETS["mmaction2-tsn-r50-k400-rgb"].rsplit("/", 1)[-1]
+    torch.save(as_mmaction2(source), tmp_path / "hub" / "checkpoints" / name)
+    with pytest.raises(UserError, match="sha256 does not start with e508be42"):
+        build_model("resnet50", 101, 3, "mmaction2-tsn-r50-k400-rgb")
+    # a preset whose cached file matches its name loads like the file itself
+    data = (tmp_path / "hub" / "checkpoints" / name).read_bytes()
+    good = f"tsn_test-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    (tmp_path / "hub" / "checkpoints" / good).write_bytes(data)
+    monkeypatch.setitem(zoo.ZOO_PRESETS, "test-preset", f"https://download.example.invalid/{good}")
+    model = build_model("resnet50", 101, 3, "test-preset")
+    assert torch.equal(model.state_dict()["layer2.0.downsample.1.weight"], source["layer2.0.downsample.1.weight"])
