@@ -58,6 +58,20 @@ def cross_modality_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor
     return weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1).contiguous()
 
 
+def tile_flow_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A flow first conv of L x/y pairs (channels x1, y1, x2, y2, ...: this repo's order and
+    mmaction2's, whose FormatShape('NCHW_Flow') lays out L x (x, y)) for ``in_channels`` = 2 x kL:
+    the pairs tiled k times and scaled by 1/k, so that the response to a constant flow (every x
+    equal, every y equal) is unchanged."""
+    pairs = weight.shape[1] // 2
+    if weight.shape[1] % 2 or in_channels % 2 or (in_channels // 2) % pairs:
+        raise UserError(f"a first conv of {weight.shape[1]} channels cannot be tiled to {in_channels}: the target "
+                        f"stack must hold a whole multiple of its {pairs} x/y pairs\n  fix: --stack-length "
+                        f"{pairs} (exact) or a multiple of it")
+    times = in_channels // weight.shape[1]
+    return (weight.repeat(1, times, 1, 1) / times).contiguous()
+
+
 # --pretrained names of torchvision's ImageNet weights. "imagenet" is V1, the weights the
 # reference repo fine-tuned (torchvision's DEFAULT is V2 for ResNet-50/101/152).
 IMAGENET_WEIGHTS = {"imagenet": "IMAGENET1K_V1", "imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
@@ -168,12 +182,16 @@ def build_model(arch: str = "resnet101", num_classes: int = 101, in_channels: in
     state = (imagenet_state_dict(arch, pretrained) if pretrained in IMAGENET_WEIGHTS
              else load_weights_file(pretrained))
     conv1 = state.get("conv1.weight")
+    if conv1 is not None and conv1.shape[1] not in (3, in_channels) and in_channels != 3 \
+            and conv1.shape[1] % 2 == 0 and in_channels % conv1.shape[1] == 0:
+        state["conv1.weight"] = tile_flow_conv1(conv1, in_channels)  # a flow model of fewer pairs
+        conv1 = state["conv1.weight"]
     if conv1 is not None and conv1.shape[1] != in_channels:
         if conv1.shape[1] != 3:
             raise UserError(f"--pretrained {pretrained}: its first conv has {conv1.shape[1]} input "
                             f"channels; this model needs {in_channels} (or an RGB model to adapt)\n  fix: a flow "
-                            f"model of N x/y pairs fits the motion stream with --stack-length N (mmaction2's "
-                            f"Kinetics flow: 10 channels, --stack-length 5)")
+                            f"model of N x/y pairs fits the motion stream with --stack-length N or a multiple of "
+                            f"N (mmaction2's Kinetics flow: 10 channels, --stack-length 5 or 10)")
         state["conv1.weight"] = cross_modality_conv1(conv1, in_channels)
     if state.get("fc.weight") is not None and state["fc.weight"].shape[0] != num_classes:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # a new classifier

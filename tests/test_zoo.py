@@ -93,8 +93,33 @@ def test_a_flow_model_of_5_pairs_fits_stack_length_5_exactly(tmp_path, source):
     path = tmp_path / "flow.pth"
     torch.save(as_mmaction2(flow), path)
     assert torch.equal(build_model("resnet50", 101, 10, str(path)).state_dict()["conv1.weight"], flow["conv1.weight"])
-    with pytest.raises(UserError, match="(?s)10 input channels.*--stack-length 5"):
-        build_model("resnet50", 101, 20, str(path))
+    with pytest.raises(UserError, match="(?s)10 input channels; this model needs 14.*a multiple of N"):
+        build_model("resnet50", 101, 14, str(path))  # 7 pairs: not a multiple of 5
+
+
+def _constant_flow(pairs: int, x: float, y: float) -> torch.Tensor:
+    """A stack of ``pairs`` flow frames in this repo's channel order x1, y1, x2, y2, ..."""
+    stack = torch.empty(1, 2 * pairs, 16, 16)
+    stack[:, 0::2], stack[:, 1::2] = x, y
+    return stack
+
+
+def test_a_5_pair_flow_conv_tiled_to_10_pairs_keeps_the_response_to_constant_flow(tmp_path, source):
+    flow = dict(source)
+    torch.manual_seed(2)
+    flow["conv1.weight"] = torch.randn(64, 10, 7, 7)
+    path = tmp_path / "flow.pth"
+    torch.save(as_mmaction2(flow), path)
+    tiled = build_model("resnet50", 101, 20, str(path)).state_dict()["conv1.weight"]
+    conv = torch.nn.functional.conv2d
+    for x, y in ((0.3, -0.7), (1.0, 0.0), (-0.2, 0.9)):
+        expected = conv(_constant_flow(5, x, y), flow["conv1.weight"])
+        assert torch.allclose(conv(_constant_flow(10, x, y), tiled), expected, atol=1e-4)
+    # what the test tells apart: tiling channels instead of x/y pairs (x1, x1, y1, y1, ...) moves
+    # x weights onto y channels, and the response to a flow whose x and y differ changes
+    shuffled = flow["conv1.weight"].repeat_interleave(2, dim=1) / 2
+    wrong = conv(_constant_flow(10, 0.3, -0.7), shuffled)
+    assert not torch.allclose(wrong, conv(_constant_flow(5, 0.3, -0.7), flow["conv1.weight"]), atol=1e-2)
 
 
 def test_another_depth_or_layout_names_the_first_key_that_does_not_fit(tmp_path, source):
