@@ -86,12 +86,18 @@ def test_an_rgb_zoo_model_initialises_the_motion_stream_by_cross_modality(tmp_pa
     assert torch.allclose(model.state_dict()["conv1.weight"], expected)
 
 
-def test_a_flow_model_of_5_pairs_fits_stack_length_5_exactly(tmp_path, source):
+def flow_checkpoint(tmp_path, source, seed: int):
+    """A 5-pair (10-channel) flow model in mmaction2's layout: (its first conv, the file)."""
     flow = dict(source)
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     flow["conv1.weight"] = torch.randn(64, 10, 7, 7)
     path = tmp_path / "flow.pth"
     torch.save(as_mmaction2(flow), path)
+    return flow, path
+
+
+def test_a_flow_model_of_5_pairs_fits_stack_length_5_exactly(tmp_path, source):
+    flow, path = flow_checkpoint(tmp_path, source, seed=1)
     assert torch.equal(build_model("resnet50", 101, 10, str(path)).state_dict()["conv1.weight"], flow["conv1.weight"])
     with pytest.raises(UserError, match="(?s)10 input channels; this model needs 14.*a multiple of N"):
         build_model("resnet50", 101, 14, str(path))  # 7 pairs: not a multiple of 5
@@ -105,11 +111,7 @@ def _constant_flow(pairs: int, x: float, y: float) -> torch.Tensor:
 
 
 def test_a_5_pair_flow_conv_tiled_to_10_pairs_keeps_the_response_to_constant_flow(tmp_path, source):
-    flow = dict(source)
-    torch.manual_seed(2)
-    flow["conv1.weight"] = torch.randn(64, 10, 7, 7)
-    path = tmp_path / "flow.pth"
-    torch.save(as_mmaction2(flow), path)
+    flow, path = flow_checkpoint(tmp_path, source, seed=2)
     tiled = build_model("resnet50", 101, 20, str(path)).state_dict()["conv1.weight"]
     conv = torch.nn.functional.conv2d
     for x, y in ((0.3, -0.7), (1.0, 0.0), (-0.2, 0.9)):
