@@ -160,3 +160,26 @@ def test_a_change_at_any_stage_redoes_it_and_every_stage_after_it(tmp_path, caps
         assert f"{name} (again: its flags changed)" in capsys.readouterr().out
     assert run_all(flags, {**videos, "A/v_a.avi": [11, 3]}) == list(names)  # a replaced video
     assert "(0 added, 0 removed, 1 replaced)" in capsys.readouterr().out
+
+
+def test_a_killed_pipeline_leaves_no_stage_running(tmp_path):
+    """SIGKILL of pipeline.py itself (not its process group): its running stage gets SIGTERM
+    (PR_SET_PDEATHSIG) and stops as on Ctrl-C, instead of running on beside a rerun."""
+    marker = tmp_path / "child"
+    child_code = (f"import os, pathlib, signal, sys, time\n"
+                  f"p = pathlib.Path({str(marker)!r})\n"
+                  f"signal.signal(signal.SIGTERM, lambda *a: (p.write_text('stopped'), sys.exit(143)))\n"
+                  f"p.write_text(str(os.getpid()))\n"
+                  f"time.sleep(60)\n")
+    parent_code = f"from pipeline import Stage\nStage._call('stage', ['-c', {child_code!r}])\n"
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=ROOT)
+    deadline = time.time() + 30
+    while not (marker.exists() and marker.read_text().isdecimal()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the stage never started"
+    parent.kill()  # SIGKILL: no handler of the pipeline's runs
+    parent.wait()
+    deadline = time.time() + 10
+    while marker.read_text() != "stopped" and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "stopped"
