@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flow.storage import CPU_METHODS, METHODS, flow_function, quantize, quantize_tensor  # noqa: E402
 from tools.extract_frames import FRAME_NAME  # noqa: E402
-from tools.jobs import (claim, finish_partial, read_stamp, report, report_check, resolve_shard,  # noqa: E402
-                        run_jobs, shard, shard_note, stale, start_partial, write_stamp)
+from tools.jobs import (finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
+                        run_jobs, shard, shard_note, start_partial)
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
@@ -74,19 +74,14 @@ def claimed(work):
     from the frames and flags it would be made from now; stamp what it wrote."""
     @functools.wraps(work)
     def run(job: FlowJob, *args, **kwargs) -> str | None:
-        stamp = flow_stamp(job)
-        with claim(job.out_dir, job.name):
-            out = Path(job.out_dir)
-            final_x, final_y = out / "u" / job.name, out / "v" / job.name
-            if final_x.is_dir() and final_y.is_dir() and not stale(out, job.name, stamp):
-                return None  # finished in an earlier run (or by another process meanwhile)
-            for final in (final_x, final_y):  # stopped between the two renames, or stale
+        finals = [Path(job.out_dir) / part / job.name for part in ("u", "v")]
+
+        def redo() -> str | None:
+            for final in finals:  # stopped between the two renames, or stale
                 if final.is_dir():
                     shutil.rmtree(final)
-            error = work(job, *args, **kwargs)
-            if error is None:
-                write_stamp(out, job.name, stamp)
-            return error
+            return work(job, *args, **kwargs)
+        return run_claimed(job.out_dir, job.name, flow_stamp(job), lambda: all(f.is_dir() for f in finals), redo)
     return run
 
 

@@ -28,8 +28,8 @@ from dataloader.index import LAYOUTS  # noqa: E402
 from dataloader.splits import SPLIT_FORMATS, listed_videos  # noqa: E402
 from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, resize_frame  # noqa: E402
 
-from tools.jobs import (claim, file_stamp, finish_partial, report, report_check, resolve_shard,  # noqa: E402
-                        run_jobs, shard, shard_note, stale, start_partial, write_stamp)
+from tools.jobs import (file_stamp, finish_partial, report, report_check, resolve_shard, run_claimed,  # noqa: E402
+                        run_jobs, shard, shard_note, start_partial)
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
@@ -64,15 +64,8 @@ def extract(job: FrameJob) -> str | None:
     """Decode one video into a partial folder, then rename it into place; one process a video."""
     if not os.path.isfile(job.video):
         return "file not found"
-    stamp = frame_stamp(job)
-    with claim(job.out_dir, job.name):
-        final = Path(job.out_dir) / job.name
-        if final.is_dir() and not stale(job.out_dir, job.name, stamp):
-            return None  # finished in an earlier run (or by another process meanwhile)
-        error = _decode(job, final)
-        if error is None:
-            write_stamp(job.out_dir, job.name, stamp)
-        return error
+    final = Path(job.out_dir) / job.name
+    return run_claimed(job.out_dir, job.name, frame_stamp(job), final.is_dir, lambda: _decode(job, final))
 
 
 def _decode(job: FrameJob, final: Path) -> str | None:

@@ -63,6 +63,19 @@ def stale(out_dir: Path, name: str, stamp: dict) -> bool:
     return written is not None and written != stamp
 
 
+def run_claimed(out_dir: str | Path, name: str, stamp: dict, finished: Callable[[], bool],
+                work: Callable[[], str | None]) -> str | None:
+    """``work()`` as the one writer of ``name``'s output, unless it is ``finished()`` and made
+    from what ``stamp`` says; stamps what it wrote. Returns None or the reason it failed."""
+    with claim(Path(out_dir), name):
+        if finished() and not stale(Path(out_dir), name, stamp):
+            return None  # finished in an earlier run (or by another process meanwhile)
+        error = work()
+        if error is None:
+            write_stamp(Path(out_dir), name, stamp)
+        return error
+
+
 def file_stamp(path: str | Path) -> dict:
     """What identifies a source file's content without reading it: size and modification time."""
     info = os.stat(path)
