@@ -283,3 +283,17 @@ def test_a_second_writer_waits_for_the_first_and_never_shares_its_folder(tmp_pat
         assert (partial / "frame000001.jpg").read_bytes() == b"the first writer's frame"
     assert second.wait(timeout=60) == 0  # then it does the video itself: the first one left it unfinished
     assert len(list((frames / "v_Move_g01_c01").iterdir())) == 6
+
+
+def test_a_frame_folder_with_a_gap_fails_alone_and_the_others_get_their_flow(tmp_path, capsys):
+    videos = tmp_path / "videos" / "Move"
+    videos.mkdir(parents=True)
+    for g in (1, 2):
+        textured_video(videos / f"v_Move_g0{g}_c01.avi", 2.0, 0.0, frames=6, seed=g)
+    frames = tmp_path / "frames"
+    assert extract_frames.main(frames_args(tmp_path / "videos", frames)) == 0
+    (frames / "v_Move_g01_c01" / "frame000003.jpg").unlink()  # frames 1, 2, 4, 5, 6
+    assert compute_flow.main(flow_args(frames, tmp_path / "flow", "--method", "farneback")) == 1
+    printed = capsys.readouterr().out
+    assert "v_Move_g01_c01: UserError" in printed and "frame numbers do not run 1..5" in printed
+    assert len(list((tmp_path / "flow" / "u" / "v_Move_g02_c01").iterdir())) == 5

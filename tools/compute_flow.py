@@ -174,11 +174,13 @@ def _read_grey(path: Path) -> np.ndarray:
         raise UserError(f"cannot decode {path}")
     return image
 
-def find_frame_folders(frames_dir: Path) -> list[Path]:
+def find_frame_folders(frames_dir: Path) -> dict[Path, int]:
+    """{folder: number of frame files} of every frame folder, in name order (one listing each)."""
     if not frames_dir.is_dir():
         raise UserError(f"frames folder not found: {frames_dir}")
-    return sorted(p for p in frames_dir.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and any(FRAME_RE.match(n) for n in os.listdir(p)))
+    counts = {p: sum(1 for n in os.listdir(p) if FRAME_RE.match(n)) for p in sorted(frames_dir.iterdir())
+              if p.is_dir() and not p.name.startswith(".")}
+    return {p: n for p, n in counts.items() if n}
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,12 +217,12 @@ def main(args: argparse.Namespace) -> int:
     folders = find_frame_folders(args.frames_dir)
     if not folders:
         raise UserError(f"no frame folders (frame000001.jpg ...) under {args.frames_dir}")
-    jobs = [FlowJob(f.name, str(f), str(args.out_dir), args.method, args.bound, args.quality) for f in folders]
-    short = [j.name for j in jobs if len(frame_files(Path(j.frames_dir))) < 2]
+    short = [f.name for f, frames in folders.items() if frames < 2]
     if short:  # no pair of frames: no flow, and nothing a rerun could change
         print(f"warning: {len(short)} videos have a single frame, too short for flow, and are skipped: "
               f"{', '.join(short[:5])}{' ...' if len(short) > 5 else ''}", file=sys.stderr)
-        jobs = [j for j in jobs if j.name not in set(short)]
+    jobs = [FlowJob(f.name, str(f), str(args.out_dir), args.method, args.bound, args.quality)
+            for f, frames in folders.items() if frames >= 2]
     if args.check:
         return report_check([(j.name, why) for j in jobs if (why := incomplete_flow(j)) is not None], len(jobs),
                             "flow")
