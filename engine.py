@@ -12,11 +12,9 @@ middle of an epoch also records how many training samples of that epoch were don
 from __future__ import annotations
 
 import argparse
-import fcntl
 import math
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -35,7 +33,7 @@ from dataloader import (LAYOUTS, TEST_CROPS, TEST_FRAMES, TEST_POSITIONS, TEST_S
 from dataloader.splits import add_split_arguments, groups_are_videos, split_from_args
 from models import (ARCHS, LR_GROUPS, base_lr, build_model, freeze_partial_bn, load_torch_file, normalize_keys,
                     parameter_groups, pretrained_name)
-from utils import (CsvLogger, UserError, atomic_write, check_finite_scores, check_writable_dir,
+from utils import (CsvLogger, UserError, atomic_write, check_finite_scores, check_writable_dir, hold_lock,
                    remove_stale_temporaries, save_score_info, save_scores)
 
 CHECKPOINT_FORMAT = "two-stream-checkpoint/1"
@@ -330,19 +328,7 @@ class OutputFolder:
             raise UserError(f"cannot create the output folder {path}: {err.strerror}\n  fix: pass a writable "
                             f"--output-dir") from None
         check_writable_dir(path, "--output-dir")
-        self._lock = open(path / ".lock", "a+")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock.seek(0)
-            owner = self._lock.read().strip() or "another process"
-            self._lock.close()
-            raise UserError(f"{path} is in use by another run ({owner})\n  fix: wait for it to finish, or pass "
-                            f"another --output-dir") from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        self._lock.flush()
+        self._lock = hold_lock(path, ".lock", "run", "--output-dir")
         remove_stale_temporaries(path)
         held = [name for name in (*RUN_FILES, score_file) if (path / name).exists()]
         if held and not resume and not overwrite:

@@ -17,12 +17,10 @@ Flags the pipeline does not know go to both training scripts (e.g. --epochs 30 -
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +28,7 @@ from pathlib import Path
 
 from dataloader.splits import SPLIT_FORMATS
 from dataloader.video import find_videos
-from utils import UserError, run_cli
+from utils import UserError, hold_lock, run_cli
 
 ROOT = Path(__file__).resolve().parent
 STAGES = ("splits", "frames", "flow", "spatial", "motion", "evaluate", "fusion")
@@ -240,23 +238,10 @@ def lock_out_dir(out: Path):
     folder is refused at once (its stages would write the same files)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        lock = open(out / ".pipeline.lock", "a+")
+        return hold_lock(out, ".pipeline.lock", "pipeline", "OUT_DIR")
     except OSError as err:
         raise UserError(f"cannot use {out} as OUT_DIR: {err.strerror}\n  fix: pass a folder you can write "
                         f"(it is created if missing)") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.seek(0)
-        owner = lock.read().strip() or "another pipeline"
-        lock.close()
-        raise UserError(f"{out} is in use by another pipeline ({owner})\n  fix: wait for it to finish, or pass "
-                        f"another OUT_DIR") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
-    lock.flush()
-    return lock
 
 
 def split_flags(args: argparse.Namespace, split_dir: Path | None) -> list[str]:

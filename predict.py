@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from dataloader.video import VIDEO_EXTENSIONS, VideoReader, find_videos, read_ahead
+from engine import MAX_TEST_FRAMES
 from flow.storage import CPU_METHODS
 from inference.outputs import annotate_video, plot_timeline, print_segments, write_csv
 from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_stream
@@ -41,7 +42,6 @@ from utils import (UserError, atomic_write, check_fusion_weights, check_writable
                    default_workers, run_cli)
 
 
-MAX_POSITIONS = 1000  # test positions a window or video: TSN uses 25, the reference 19
 MAX_WINDOW_INPUTS = 2_000_000  # windows x positions planned for one video (about 100 MB of plans)
 ANNOTATE_SUFFIXES = (".mp4", ".avi")
 
@@ -174,8 +174,8 @@ def check_args(args: argparse.Namespace) -> None:
                             f"--stride {args.stride}")
     if args.window_frames is not None and args.window_frames < 1:
         raise UserError("--window-frames must be at least 1")
-    if args.window_frames is not None and args.window_frames > MAX_POSITIONS:
-        raise UserError(f"--window-frames {args.window_frames}: at most {MAX_POSITIONS} test positions a window")
+    if args.window_frames is not None and args.window_frames > MAX_TEST_FRAMES:
+        raise UserError(f"--window-frames {args.window_frames}: at most {MAX_TEST_FRAMES} test positions a window")
     if (args.csv or args.min_score or args.plot) and not args.window:
         raise UserError("--csv, --min-score and --plot describe windows: give --window SECONDS")
     if args.weights is not None:

@@ -105,6 +105,29 @@ def check_writable_dir(folder: str | Path, what: str) -> None:
                         f"folder") from None
 
 
+def hold_lock(folder: Path, lock_name: str, holder: str, other: str):
+    """Take ``folder/lock_name`` exclusively (flock: released when the file closes or the process
+    dies) and write who holds it; held by another process, a UserError names it: "``folder`` is in
+    use by another ``holder`` (pid ...)", fix: wait or pass another ``other``. Returns the open file."""
+    import fcntl
+    import socket
+
+    lock = open(folder / lock_name, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        owner = lock.read().strip() or f"another {holder}"
+        lock.close()
+        raise UserError(f"{folder} is in use by another {holder} ({owner})\n  fix: wait for it to finish, or pass "
+                        f"another {other}") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    lock.flush()
+    return lock
+
+
 def check_writable_file(path: str | Path, what: str) -> None:
     """Check before the work that ``path`` can be written (its folder exists and is writable)."""
     path = Path(path)
