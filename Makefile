@@ -34,15 +34,15 @@ test-fast: $(VENV)/.installed
 test-latest:
 	$(PYTHON) -m venv --clear $(LATEST)
 	$(LATEST)/bin/python -m pip install --upgrade pip
-	$(LATEST)/bin/python -m pip install --upgrade -r requirements.txt
+	$(LATEST)/bin/python -m pip install --upgrade -r requirements.txt -r requirements-extras.txt
 	$(LATEST)/bin/python -m pip freeze
 	$(LATEST)/bin/python -m pytest -q tests
 
-# write requirements.lock again from requirements.txt (uv from a throw-away venv)
+# write requirements.lock again from requirements.txt and requirements-extras.txt (uv from a throw-away venv)
 lock:
 	$(PYTHON) -m venv --clear .venv-lock
 	.venv-lock/bin/python -m pip install uv
-	.venv-lock/bin/uv pip compile requirements.txt --constraint lock-constraints.txt $(LOCK_TARGET) \
+	.venv-lock/bin/uv pip compile requirements.txt requirements-extras.txt --constraint lock-constraints.txt $(LOCK_TARGET) \
 		--output-file $(LOCK)
 
 gpu-report: $(VENV)/.installed

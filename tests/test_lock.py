@@ -27,10 +27,13 @@ def read_lock(path: Path) -> dict[str, str]:
 
 def test_the_lock_pins_every_requirement():
     pins = read_lock(REPO / "requirements.lock")
-    loose = [re.split(r"[<>=!~; \[]", line, maxsplit=1)[0] for line in (REPO / "requirements.txt").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    assert loose and all(canonicalize_name(name) in pins for name in loose)
-    assert {"torch", "numpy", "pillow", "opencv-contrib-python-headless", "nvidia-cudnn-cu13"} <= set(pins)
+    for requirements in ("requirements.txt", "requirements-extras.txt"):  # the extras too: CI tests them
+        loose = [re.split(r"[<>=!~; \[]", line, maxsplit=1)[0]
+                 for line in (REPO / requirements).read_text().splitlines() if line.strip() and not line.startswith("#")]
+        missing = [name for name in loose if canonicalize_name(name) not in pins]
+        assert loose and not missing, f"{requirements}: {missing} not in requirements.lock; fix: make lock"
+    assert {"torch", "numpy", "pillow", "opencv-contrib-python-headless", "nvidia-cudnn-cu13", "onnxruntime",
+            "tensorboard"} <= set(pins)
 
 
 @pytest.mark.skipif(Path(sys.prefix).resolve() != (REPO / ".venv").resolve(),
