@@ -1,6 +1,7 @@
 """Recognise the actions in video files with trained two-stream checkpoints.
 
     python predict.py VIDEO|FOLDER [...] --spatial CKPT --motion CKPT [--weights 1 1.5] [--topk 5]
+                      [--backend torch|onnxruntime|torchscript]
                       [--device cuda|cpu] [--json PATH] [--size 256 340] [--flow-method tvl1|tvl1-torch]
                       [--window SECONDS --stride SECONDS [--window-frames N] [--min-score P] [--csv PATH]]
                       [--plot PNG] [--annotate MP4]
@@ -34,6 +35,7 @@ from tqdm import tqdm
 from dataloader.video import VIDEO_EXTENSIONS, VideoReader, find_videos, read_ahead
 from engine import MAX_TEST_FRAMES
 from flow.storage import CPU_METHODS
+from inference.export import BACKENDS, EXPORT_SUFFIXES, load_exported_stream
 from inference.outputs import annotate_video, plot_timeline, print_segments, write_csv
 from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_stream
 from inference.windows import count_windows, plan_windows, segments
@@ -143,6 +145,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="frames and flow pass through JPEG at this quality, as extract_frames.py/compute_flow.py "
                         "store them for training (--quality there); 0 skips it")
     p.add_argument("--class-ind", help="classInd.txt, for checkpoints without class names")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="what runs the streams: torch (checkpoints), or onnxruntime / torchscript (the .onnx / "
+                        ".torchscript.pt files of tools/export.py)")
     timeline = p.add_argument_group("timeline (long videos)")
     timeline.add_argument("--window", type=float, help="classify windows of this many seconds as well")
     timeline.add_argument("--stride", type=float, help="seconds between window starts (default: --window)")
@@ -251,10 +256,17 @@ def output_path(option: str, video: Path, several: bool, suffix: str, create: bo
 
 
 def load_streams(args: argparse.Namespace, device: torch.device) -> tuple[list[StreamModel], list[float]]:
-    """The checkpoints of --spatial/--motion (local paths or URLs) and their fusion weights."""
+    """The checkpoints (or exported files) of --spatial/--motion (local paths or URLs) and their
+    fusion weights."""
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    streams = [load_stream(resolve_weights(path), name, device, args.class_ind)
+    for name in ("spatial", "motion"):
+        path = str(getattr(args, name) or "")
+        if args.backend == "torch" and path.endswith(tuple(EXPORT_SUFFIXES.values())):
+            backend = "onnxruntime" if path.endswith(EXPORT_SUFFIXES["onnx"]) else "torchscript"
+            raise UserError(f"--{name} {path} is an exported model\n  fix: run it with --backend {backend}")
+    streams = [load_stream(resolve_weights(path), name, device, args.class_ind) if args.backend == "torch"
+               else load_exported_stream(resolve_weights(path), name, args.backend, device, args.class_ind)
                for name, path in (("spatial", args.spatial), ("motion", args.motion)) if path]
     if len(streams) == 2 and streams[0].classes != streams[1].classes:
         first, second = streams[0].classes + [None], streams[1].classes + [None]

@@ -29,6 +29,18 @@ class UserError(Exception):
     """An error the user can fix. Scripts print its message and exit, without a traceback."""
 
 
+def optional_import(module: str, purpose: str):
+    """``module``, one of the optional packages (requirements-extras.txt); when it is not
+    installed, a UserError saying what needs it and how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise UserError(f"{purpose} needs the package {module}, which is not installed here ({err})\n"
+                        f"  fix: pip install -r requirements-extras.txt (or pip install {module})") from None
+
+
 def run_cli(main: Callable[[], object]) -> None:
     """Run a script's main(); a UserError becomes its message on stderr and exit status 1
     (argparse's usage errors keep 2), an int returned by main() becomes the exit status."""

@@ -30,7 +30,7 @@ class StreamModel:
     """A trained stream ready to score videos, with the test protocol of its checkpoint."""
 
     name: str
-    model: torch.nn.Module
+    model: Callable[[torch.Tensor], torch.Tensor]  # a torch module, or an exported model's runner
     normalizer: torch.nn.Module
     classes: list[str]
     input_size: int
@@ -52,41 +52,59 @@ class StreamModel:
 def load_stream(path: str, stream: str, device: torch.device, class_ind: str | None = None) -> StreamModel:
     """Load a checkpoint written by spatial_cnn.py / motion_cnn.py for ``stream``."""
     ckpt = load_checkpoint(path)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} has no class names or settings (a reference-repo or bare checkpoint)\n"
-                        f"  fix: use a checkpoint written by {stream}_cnn.py")
-    lacking = [key for key in ("stream", "arch", "num_classes", "in_channels", "model") if key not in ckpt]
-    if lacking:
-        raise UserError(f"{path} lacks {', '.join(lacking)}: not a complete checkpoint of this repo\n"
-                        f"  fix: use the file spatial_cnn.py / motion_cnn.py wrote")
-    if ckpt["stream"] != stream:
-        raise UserError(f"{path} is a checkpoint of the {ckpt['stream']} stream, given as --{stream}")
-    classes = ckpt.get("class_names") or (read_class_index(Path(class_ind)) if class_ind else None)
-    if not classes:
-        raise UserError(f"{path} stores no class names\n  fix: pass --class-ind classInd.txt of its training split")
-    args = ckpt.get("args", {})
-    check_stored_settings(args, path)
-    channels = 3 if stream == "spatial" else 2 * int(args.get("stack_length", 10))
-    if ckpt["in_channels"] != channels or ckpt["arch"] != args.get("arch", ckpt["arch"]):
-        raise UserError(f"{path}: its model ({ckpt['arch']}, {ckpt['in_channels']} input channels) does not fit its "
-                        f"settings ({args.get('arch')}, {channels} channels for the {stream} stream)\n"
-                        f"  fix: the checkpoint was edited or damaged; use the file its training wrote")
-    if len(classes) != ckpt["num_classes"]:
-        raise UserError(f"{path} stores {len(classes)} class names for a model of {ckpt['num_classes']} outputs\n"
-                        f"  fix: the checkpoint was edited or damaged; use the file its training wrote")
+    classes, args = check_stream_record(ckpt, path, stream, class_ind)
     model = build_model(ckpt["arch"], ckpt["num_classes"], ckpt["in_channels"], "none")
     model.load_state_dict(ckpt["model"])
     model.eval().to(device)
-    stack_length = int(args.get("stack_length", 10))
+    return stream_model(stream, args, classes, model, stream_normalizer(stream, ckpt["in_channels"], args).to(device))
+
+
+def check_stream_record(record: dict, path: str, stream: str, class_ind: str | None = None,
+                        weights: bool = True) -> tuple[list[str], dict]:
+    """(class names, stored settings) of a checkpoint (or, ``weights`` False, an exported
+    model's record of it), after checking that it is a complete one of ``stream`` whose parts
+    agree."""
+    if record.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} has no class names or settings (a reference-repo or bare checkpoint)\n"
+                        f"  fix: use a checkpoint written by {stream}_cnn.py")
+    lacking = [key for key in ("stream", "arch", "num_classes", "in_channels", "model")[:5 if weights else 4]
+               if key not in record]
+    if lacking:
+        raise UserError(f"{path} lacks {', '.join(lacking)}: not a complete checkpoint of this repo\n"
+                        f"  fix: use the file spatial_cnn.py / motion_cnn.py wrote")
+    if record["stream"] != stream:
+        raise UserError(f"{path} is a {'checkpoint' if weights else 'model'} of the {record['stream']} stream, "
+                        f"given as --{stream}")
+    classes = record.get("class_names") or (read_class_index(Path(class_ind)) if class_ind else None)
+    if not classes:
+        raise UserError(f"{path} stores no class names\n  fix: pass --class-ind classInd.txt of its training split")
+    args = record.get("args", {})
+    check_stored_settings(args, path)
+    channels = 3 if stream == "spatial" else 2 * int(args.get("stack_length", 10))
+    if record["in_channels"] != channels or record["arch"] != args.get("arch", record["arch"]):
+        raise UserError(f"{path}: its model ({record['arch']}, {record['in_channels']} input channels) does not fit "
+                        f"its settings ({args.get('arch')}, {channels} channels for the {stream} stream)\n"
+                        f"  fix: the checkpoint was edited or damaged; use the file its training wrote")
+    if len(classes) != record["num_classes"]:
+        raise UserError(f"{path} stores {len(classes)} class names for a model of {record['num_classes']} outputs\n"
+                        f"  fix: the checkpoint was edited or damaged; use the file its training wrote")
+    return list(classes), args
+
+
+def stream_normalizer(stream: str, in_channels: int, args: dict) -> torch.nn.Module:
+    """uint8 input -> what the stream's model was trained on (its stored flow mean and std)."""
     if stream == "spatial":
-        normalizer = spatial_normalizer()
-    else:
-        normalizer = motion_normalizer(ckpt["in_channels"], float(args.get("flow_mean", FLOW_MEAN)),
-                                       std=float(args.get("flow_std", 1.0)))
+        return spatial_normalizer()
+    return motion_normalizer(in_channels, float(args.get("flow_mean", FLOW_MEAN)), std=float(args.get("flow_std", 1.0)))
+
+
+def stream_model(stream: str, args: dict, classes: list[str], model: Callable[[torch.Tensor], torch.Tensor],
+                 normalizer: torch.nn.Module) -> StreamModel:
+    """A StreamModel testing as the stored settings ``args`` say."""
     input_size, crops = int(args.get("input_size", 224)), int(args.get("test_crops", 1))
-    return StreamModel(stream, model, normalizer.to(device), list(classes), input_size,
-                       int(args.get("test_frames", 19)), args.get("test_view", "resize"), stack_length,
-                       bool(args.get("reference_stack_order", False)),
+    return StreamModel(stream, model, normalizer, list(classes), input_size,
+                       int(args.get("test_frames", 19)), args.get("test_view", "resize"),
+                       int(args.get("stack_length", 10)), bool(args.get("reference_stack_order", False)),
                        MultiCrop(input_size, crops, flow=stream == "motion") if crops > 1 else None,
                        args.get("recipe", "reference"), args.get("test_positions", "starts"),
                        multicrop_scale_side(args.get("test_scale", "stored"), input_size))

@@ -442,3 +442,26 @@ def test_a_published_model_predicts_through_torch_hub_as_predict_py_does(trained
     for stream in ("spatial", "motion"):
         for key, scores in original[stream].items():
             np.testing.assert_array_equal(evaluated[stream][key], scores)
+
+
+@pytest.mark.parametrize("fmt,backend", [("onnx", "onnxruntime"), ("torchscript", "torchscript")])
+def test_exported_streams_predict_as_the_checkpoints_do(trained, tmp_path, fmt, backend):
+    pytest.importorskip("onnxruntime")
+    from inference.export import EXPORT_SUFFIXES
+    from tests.test_export import run_export
+    root, _ = trained
+    exported = {}
+    for stream in ("spatial", "motion"):
+        exported[stream] = tmp_path / f"{stream}{EXPORT_SUFFIXES[fmt]}"
+        assert run_export(str(root / stream / "checkpoint.pth.tar"), "--format", fmt,
+                          "--out", str(exported[stream])) == 0
+    videos = [root / "data" / "videos" / name for name in ("GreenDown/v_GreenDown_g01_c01.avi",
+                                                           "RedUp/v_RedUp_g02_c01.avi")]
+    _, expected = run_predict(root, *videos)
+    _, got = run_predict(root, *videos, extra=("--spatial", str(exported["spatial"]), "--motion",
+                                               str(exported["motion"]), "--backend", backend))
+    for want, have in zip(expected, got):
+        for stream in ("spatial", "motion"):
+            scores, reference = np.array(have["streams"][stream]["scores"]), np.array(want["streams"][stream]["scores"])
+            assert np.abs(scores - reference).max() <= 1e-4 * np.abs(reference).max()
+        assert [e["class"] for e in have["topk"]] == [e["class"] for e in want["topk"]]

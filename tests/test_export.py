@@ -1,0 +1,94 @@
+"""tools/export.py and the exported streams predict.py runs (tiny untrained checkpoints; the
+parity of predict.py on a video is in test_predict.py)."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+import torch
+
+from inference import export
+from inference.scorer import load_stream
+from tests.test_trust import CLASSES, checkpoint
+from tools import export as export_tool
+from utils import UserError
+
+pytest.importorskip("onnxruntime")
+
+
+def run_export(*argv: str) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
+        return export_tool.main(export_tool.get_args_parser().parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("fmt,backend", [("onnx", "onnxruntime"), ("torchscript", "torchscript")])
+@pytest.mark.parametrize("stream", ["spatial", "motion"])
+def test_an_exported_stream_scores_as_pytorch_at_any_batch_size(tmp_path, fmt, backend, stream):
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar", stream=stream, flow_mean=0.4, flow_std=0.7)
+    out = tmp_path / f"model{export.EXPORT_SUFFIXES[fmt]}"
+    assert run_export(str(ckpt), "--format", fmt, "--out", str(out)) == 0
+    reference = load_stream(str(ckpt), stream, torch.device("cpu"))  # what predict.py --backend torch runs
+    loaded = export.load_exported_stream(out, stream, backend, torch.device("cpu"))
+    assert loaded.classes == CLASSES and loaded.input_size == 32 and loaded.test_frames == 3
+    assert loaded.test_positions == reference.test_positions and loaded.stack_length == reference.stack_length
+    for batch in (1, 5, 8):  # none of them the traced batch (2)
+        frames = torch.randint(0, 256, (batch, 3 if stream == "spatial" else 20, 32, 32), dtype=torch.uint8)
+        with torch.no_grad():
+            expected = reference.model(reference.normalizer(frames))
+            got = loaded.model(loaded.normalizer(frames))
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_an_export_that_differs_from_pytorch_is_refused_and_not_written(tmp_path, monkeypatch):
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar")
+    out = tmp_path / "spatial.onnx"
+    real_open = export.open_exported
+
+    def drifting(path, backend, device):
+        runner, record = real_open(path, backend, device)
+        return (lambda frames: runner(frames) * 1.001), record
+    monkeypatch.setattr(export, "open_exported", drifting)
+    with pytest.raises(UserError, match="differs from PyTorch by .* so it was not written"):
+        run_export(str(ckpt), "--format", "onnx", "--out", str(out))
+    assert not out.exists() and not list(tmp_path.glob(".*exporting"))
+
+
+def test_bad_export_and_backend_inputs_are_named(tmp_path, monkeypatch):
+    import predict
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar")
+    with pytest.raises(UserError, match="is the checkpoint"):
+        run_export(str(ckpt), "--format", "torchscript", "--out", str(ckpt))
+    with pytest.raises(UserError, match=r"ends in \.onnx"):
+        run_export(str(ckpt), "--format", "onnx", "--out", str(tmp_path / "model.pth"))
+    # a checkpoint given to an exported backend, an exported file to the torch backend
+    with pytest.raises(UserError, match=r"(?s)not a \.onnx file.*tools/export\.py"):
+        predict.Predictor(spatial=str(ckpt), backend="onnxruntime")
+    onnx_file = tmp_path / "s.onnx"
+    assert run_export(str(ckpt), "--format", "onnx", "--out", str(onnx_file)) == 0
+    with pytest.raises(UserError, match="--backend onnxruntime"):
+        predict.Predictor(spatial=str(onnx_file))
+    with pytest.raises(UserError, match="a model of the spatial stream, given as --motion"):
+        predict.Predictor(motion=str(onnx_file), backend="onnxruntime")
+    # an ONNX file without the record of its checkpoint
+    import onnx
+    bare = onnx.load(str(onnx_file))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(UserError, match="holds no record of its checkpoint"):
+        predict.Predictor(spatial=str(tmp_path / "bare.onnx"), backend="onnxruntime")
+    # the optional packages missing: what needs them and how to install them
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(UserError, match=r"(?s)--backend onnxruntime needs the package onnxruntime.*requirements-extras"):
+        predict.Predictor(spatial=str(onnx_file), backend="onnxruntime")
+    with pytest.raises(UserError, match="ONNX export needs the package onnxruntime"):
+        run_export(str(ckpt), "--format", "onnx", "--out", str(tmp_path / "again.onnx"))
+
+
+def test_the_default_name_says_stream_arch_and_recipe(tmp_path, monkeypatch):
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar", stream="motion", recipe="tsn")
+    monkeypatch.chdir(tmp_path)
+    assert run_export(str(ckpt), "--format", "torchscript") == 0
+    assert (tmp_path / "motion-resnet18-tsn.torchscript.pt").is_file()

@@ -1,0 +1,62 @@
+"""Export a trained stream to ONNX or TorchScript, for onnxruntime, TensorRT or C++ deployment.
+
+    python tools/export.py CKPT --format onnx|torchscript [--out PATH] [--class-ind classInd.txt]
+
+The file takes the uint8 frames (spatial: [N, 3, S, S]) or flow stacks (motion: [N, 2L, S, S])
+the loaders make, any batch size N, and returns the logits; the input normalisation is inside
+it, and so is the checkpoint's record (class names, test settings). Before it is kept, its
+runtime runs it on random inputs of two batch sizes and the difference from PyTorch is printed;
+over 1e-4 of the largest score, it is refused. Run it with
+``python predict.py VIDEO --spatial S.onnx --motion M.onnx --backend onnxruntime``.
+
+The default name is ``<stream>-<arch>-<recipe>.onnx`` (``.torchscript.pt``) in the current
+folder. ONNX needs onnx, onnxscript and onnxruntime: ``pip install -r requirements-extras.txt``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import load_checkpoint  # noqa: E402
+from inference.export import EXPORT_SUFFIXES, export_stream  # noqa: E402
+from utils import UserError, check_writable_file, run_cli  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="checkpoint of spatial_cnn.py/motion_cnn.py (or tools/publish_model.py's file)")
+    p.add_argument("--format", required=True, choices=list(EXPORT_SUFFIXES))
+    p.add_argument("--out", help="the exported file (default: <stream>-<arch>-<recipe> with the format's suffix)")
+    p.add_argument("--class-ind", help="classInd.txt, for checkpoints without class names")
+    return p
+
+
+def default_out(checkpoint: str, fmt: str) -> Path:
+    ckpt = load_checkpoint(checkpoint)
+    recipe = ckpt.get("args", {}).get("recipe", "reference")
+    return Path(f"{ckpt.get('stream', 'stream')}-{ckpt.get('arch', 'model')}-{recipe}{EXPORT_SUFFIXES[fmt]}")
+
+
+def main(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else default_out(args.checkpoint, args.format)
+    if out.exists() and out.resolve() == Path(args.checkpoint).resolve():
+        raise UserError(f"--out {out} is the checkpoint: exporting would replace it\n  fix: pass another --out")
+    if not out.name.endswith(EXPORT_SUFFIXES[args.format]):
+        raise UserError(f"--out {out}: a {args.format} file's name ends in {EXPORT_SUFFIXES[args.format]} "
+                        f"(predict.py --backend tells the files apart by it)\n"
+                        f"  fix: --out {out.name.split('.')[0]}{EXPORT_SUFFIXES[args.format]}")
+    check_writable_file(out, "--out")
+    started = time.perf_counter()
+    figures = export_stream(args.checkpoint, out, args.format, args.class_ind)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)\n"
+          f"  checked against PyTorch on random inputs, batches {' and '.join(map(str, figures['batches']))}: "
+          f"max |difference| {figures['max_difference']:.3g}, largest |score| {figures['largest_score']:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(get_args_parser().parse_args()))
