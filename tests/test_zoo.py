@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 import pytest
 import torch
 import torchvision
@@ -192,3 +194,77 @@ def test_a_named_preset_comes_from_torch_hubs_cache_with_its_hash_checked(tmp_pa
     monkeypatch.setitem(zoo.ZOO_PRESETS, "test-preset", f"https://download.example.invalid/{good}")
     model = build_model("resnet50", 101, 3, "test-preset")
     assert torch.equal(model.state_dict()["layer2.0.downsample.1.weight"], source["layer2.0.downsample.1.weight"])
+
+
+# --- a tiny training run from each format, both streams -------------------------------------
+
+def as_seed(state):
+    """The reference repo's checkpoint: ``conv1_custom``/``fc_custom`` names, optimizer state beside."""
+    renamed = {k.replace("conv1.", "conv1_custom.", 1) if k.startswith("conv1.") else
+               k.replace("fc.", "fc_custom.", 1) if k.startswith("fc.") else k: v for k, v in state.items()}
+    return {"epoch": 30, "state_dict": renamed, "best_prec1": 80.0, "optimizer": {"state": {}, "param_groups": []}}
+
+
+def as_this_repo(state):
+    import engine
+    return {"format": engine.CHECKPOINT_FORMAT, "stream": "spatial", "arch": "resnet18", "num_classes": 400,
+            "in_channels": 3, "class_names": [f"c{i}" for i in range(400)], "args": {"arch": "resnet18"},
+            "model": state}
+
+
+def as_mmaction2_flow(state):
+    flow = dict(state)
+    flow["conv1.weight"] = state["conv1.weight"].repeat(1, 4, 1, 1)[:, :10]  # 5 x/y pairs
+    return as_mmaction2(flow)
+
+
+FORMATS = {"mmaction2": as_mmaction2, "mmaction2-flow": as_mmaction2_flow, "tsn-pytorch": as_tsn,
+           "tsm": lambda s: as_tsn(s, tsm=True), "torchvision": lambda s: s, "reference-repo": as_seed,
+           "this-repo": as_this_repo}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from tests.synth import make_dataset
+    return make_dataset(tmp_path_factory.mktemp("zoo-data"), frames=13, size=(36, 44))
+
+
+@pytest.fixture(scope="module")
+def resnet18_source():
+    torch.manual_seed(3)
+    model = torchvision.models.resnet18(weights=None, num_classes=400)
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    return model.state_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_both_streams_train_from_each_format(tmp_path, tiny_data, resnet18_source, name, capsys):
+    import motion_cnn
+    import spatial_cnn
+    from tests.test_engine import motion_args, spatial_args
+    path = tmp_path / f"{name}.pth"
+    torch.save(FORMATS[name](resnet18_source), path)
+    # a tiny rate: after one epoch the weights are still the source's, so they came from it
+    tiny = ["--pretrained", str(path), "--epochs", "1", "--lr", "1e-7", "--test-frames", "1"]
+    runs = {"motion": (motion_cnn, motion_args(tiny_data, tmp_path / "motion", *tiny))}
+    if name != "mmaction2-flow":
+        runs["spatial"] = (spatial_cnn, spatial_args(tiny_data, tmp_path / "spatial", *tiny))
+    for stream, (script, args) in runs.items():
+        script.main(args)
+        trained = torch.load(tmp_path / stream / "checkpoint.pth.tar", weights_only=True)
+        assert trained["epoch"] == 1 and np.isfinite(trained["best_top1"])
+        for key in ("layer1.0.conv1.weight", "layer4.1.conv2.weight", "layer3.0.downsample.0.weight"):
+            assert (trained["model"][key] - resnet18_source[key]).abs().max() < 1e-3, (stream, key)
+        conv1 = trained["model"]["conv1.weight"]
+        if stream == "spatial":
+            assert (conv1 - resnet18_source["conv1.weight"]).abs().max() < 1e-3
+        elif name != "mmaction2-flow":  # cross-modality: the RGB mean, replicated
+            expected = resnet18_source["conv1.weight"].mean(dim=1, keepdim=True).repeat(1, 20, 1, 1)
+            assert (conv1 - expected).abs().max() < 1e-3
+        assert conv1.shape[1] == (3 if stream == "spatial" else 20)
+    printed = capsys.readouterr().out
+    layout = {"mmaction2-flow": "mmaction2", "tsm": "tsn-pytorch", "reference-repo": "torchvision",
+              "this-repo": "torchvision"}.get(name, name)
+    assert f"{layout} layout" in printed
