@@ -43,3 +43,11 @@ def test_bench_predict(tmp_path):
     assert [(r[0], r[1]) for r in rows] == [("whole", "spatial"), ("whole", "both"), ("timeline", "spatial"),
                                             ("timeline", "both")]
     assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows) and int(rows[3][7]) > 0
+
+
+def test_bench_export():
+    pytest.importorskip("onnxruntime")
+    out = run("tools/bench_export.py", "--arch", "resnet18", "--input-size", "32", "--batch", "2", "--repeat", "1")
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
+    assert set(rows) >= {"torch", "onnxruntime", "torchscript"}
+    assert float(rows["onnxruntime"][2].rstrip("x")) > 0 and float(rows["onnxruntime"][4]) <= 1e-4
