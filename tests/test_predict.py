@@ -430,6 +430,14 @@ def test_a_published_model_predicts_through_torch_hub_as_predict_py_does(trained
         np.testing.assert_allclose(record["streams"][stream]["scores"], expected["streams"][stream]["scores"],
                                    rtol=0, atol=1e-5)
     assert record["topk"][0]["class"] == expected["topk"][0]["class"]
+    # the published files by their local paths
+    local = torch.hub.load(str(Path(__file__).resolve().parent.parent), "two_stream", source="local",
+                           spatial=str(published["spatial"]), motion=str(published["motion"]), size=[48, 64],
+                           flow_method="farneback")
+    try:
+        assert local(video)["streams"]["motion"]["scores"] == record["streams"]["motion"]["scores"]
+    finally:
+        local.close()
     # a cached file whose hash does not match its name is refused, not used
     damaged = tmp_path / "hub" / "checkpoints" / published["spatial"].name
     damaged.write_bytes(damaged.read_bytes() + b"x")
