@@ -16,8 +16,8 @@ import json
 import numpy as np
 
 from dataloader.splits import add_split_arguments, split_from_args
-from utils import (ScoreFileError, UserError, atomic_write, check_fusion_weights, default_fusion_weights,
-                   load_score_info, load_scores, run_cli)
+from scorefiles import ScoreFileError, check_fusion_weights, default_fusion_weights, load_score_info, load_scores
+from utils import UserError, atomic_write, run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

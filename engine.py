@@ -33,8 +33,8 @@ from dataloader import (LAYOUTS, TEST_CROPS, TEST_FRAMES, TEST_POSITIONS, TEST_S
 from dataloader.splits import add_split_arguments, groups_are_videos, split_from_args
 from models import (ARCHS, LR_GROUPS, base_lr, build_model, freeze_partial_bn, load_torch_file, normalize_keys,
                     parameter_groups, pretrained_name)
-from utils import (CsvLogger, UserError, atomic_write, check_finite_scores, check_writable_dir, hold_lock,
-                   remove_stale_temporaries, save_score_info, save_scores)
+from scorefiles import check_finite_scores, save_score_info, save_scores
+from utils import CsvLogger, UserError, atomic_write, check_writable_dir, hold_lock, remove_stale_temporaries
 
 CHECKPOINT_FORMAT = "two-stream-checkpoint/1"
 RECIPE_NAMES = ("reference", "tsn")  # --recipe; each stream script says what a recipe sets

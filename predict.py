@@ -40,8 +40,8 @@ from inference.outputs import annotate_video, plot_timeline, print_segments, wri
 from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_stream
 from inference.windows import count_windows, plan_windows, segments
 from models.zoo import resolve_weights
-from utils import (UserError, atomic_write, check_fusion_weights, check_writable_file, default_fusion_weights,
-                   default_workers, run_cli)
+from scorefiles import check_fusion_weights, default_fusion_weights
+from utils import UserError, atomic_write, check_writable_file, default_workers, run_cli
 
 
 MAX_WINDOW_INPUTS = 2_000_000  # windows x positions planned for one video (about 100 MB of plans)

@@ -25,7 +25,7 @@ def run_both_streams(root: Path, *extra: str) -> dict[str, dict[str, np.ndarray]
     """Train each stream for one epoch on generated data and return its test score file."""
     import motion_cnn
     import spatial_cnn
-    from utils import load_scores
+    from scorefiles import load_scores
 
     data = make_dataset(root / "data", frames=13, size=(36, 44))
     common = ["--split-dir", str(data.split_dir), "--arch", "resnet18", "--pretrained", "none",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.synth import make_dataset
-from utils import load_scores
+from scorefiles import load_scores
 
 ROOT = Path(__file__).resolve().parent.parent
 

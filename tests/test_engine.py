@@ -17,7 +17,8 @@ import motion_cnn
 import spatial_cnn
 from models import build_model, cross_modality_conv1
 from tests.synth import make_dataset
-from utils import UserError, load_scores
+from scorefiles import load_scores
+from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -176,7 +176,7 @@ def test_awkward_hmdb51_names_go_through_extraction_flow_training_and_fusion(tmp
     import spatial_cnn
     from tools import compute_flow, extract_frames
     from tools.make_demo_data import render_video, write_video
-    from utils import load_scores
+    from scorefiles import load_scores
 
     rng = np.random.default_rng(0)
     classes = {"pick": ((230, 80, 60), -1), "run": ((60, 170, 40), 1)}

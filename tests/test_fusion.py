@@ -14,7 +14,7 @@ import pytest
 
 import average_fusion
 from tests.synth import write_split
-from utils import ScoreFileError, load_scores, save_scores
+from scorefiles import ScoreFileError, load_scores, save_scores
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["A", "B", "C", "D", "E", "F", "G"]
@@ -223,3 +223,12 @@ def test_numpy_scalars_fortran_and_protocol_5_buffers_still_load(tmp_path):
     path = tmp_path / "fortran.pickle"
     path.write_bytes(pickle.dumps({"A_g01_c01": matrix}, protocol=2))
     assert np.array_equal(load_scores(path)["A_g01_c01"], matrix.reshape(-1))
+
+
+def test_fusion_imports_no_torch():
+    """average_fusion.py reads score files anywhere, without torch (scorefiles.py and utils.py only)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = "import sys, average_fusion; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, check=True)

@@ -13,7 +13,8 @@ import predict
 import spatial_cnn
 from tools import compute_flow, extract_frames
 from tools.make_demo_data import make_demo_data, render_video, write_video
-from utils import UserError, load_scores
+from scorefiles import load_scores
+from utils import UserError
 
 # every test here trains or uses the tiny models (about 20 s once): end to end, so `make test-fast` leaves them out
 pytestmark = [pytest.mark.filterwarnings("ignore:.*in both trainlist01 and testlist01"), pytest.mark.slow]

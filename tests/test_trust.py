@@ -3,7 +3,6 @@ fusion weights that rank nothing, score files given under the wrong stream's fla
 with edited settings, oversized or deeply nested sidecars, memory-sizing values."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
 
@@ -17,7 +16,8 @@ import predict
 from inference.scorer import load_stream
 from inference.windows import count_windows, plan_windows
 from models import build_model
-from utils import ScoreFileError, UserError, load_score_info, save_score_info
+from scorefiles import ScoreFileError, load_score_info, save_score_info
+from utils import UserError
 
 CLASSES = ["Alpha", "Beta", "Gamma"]
 
@@ -201,7 +201,7 @@ def test_window_frames_and_test_frames_are_bounded(inputs):
 
 
 def test_a_class_name_with_dollars_draws_its_confusion_matrix(tmp_path):
-    from utils import save_scores
+    from scorefiles import save_scores
     split = tmp_path / "split"
     split.mkdir()
     names = ["x$\\frac$", "Beta"]
