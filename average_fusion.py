@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from dataloader.splits import add_split_arguments, split_from_args
-from scorefiles import ScoreFileError, check_fusion_weights, default_fusion_weights, load_score_info, load_scores
+from scorefiles import ScoreFileError, check_fusion_weights, confusion_figure, default_fusion_weights, load_score_info, load_scores
 from utils import UserError, atomic_write, run_cli
 
 
@@ -145,25 +145,9 @@ def fuse(args: argparse.Namespace) -> dict:
 
 def draw_confusion(path: str, labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> None:
     """The fused confusion matrix, rows normalised to the fraction of each true class."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = len(classes)
-    matrix = np.zeros((k, k))
-    np.add.at(matrix, (labels, predictions), 1)
-    matrix /= np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = max(5, min(24, k * 0.22))
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("fused confusion matrix")
-    if k <= 40:
-        shown = [c.replace("$", r"\$") for c in classes]  # a '$' would start matplotlib's mathtext
-        ax.set_xticks(range(k), shown, rotation=90, fontsize=7)
-        ax.set_yticks(range(k), shown, fontsize=7)
-    fig.tight_layout()
+    fig = confusion_figure(labels, predictions, classes, "fused confusion matrix")
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)

@@ -327,3 +327,28 @@ def check_fusion_weights(weights: list[float], names: list[str]) -> None:
                         f"least one positive, else the fused scores rank nothing\n  fix: e.g. --weights "
                         f"{' '.join('1' for _ in names)}")
 
+
+
+def confusion_figure(labels: np.ndarray, predictions: np.ndarray, classes: list[str], title: str):
+    """A matplotlib figure of the confusion matrix, rows normalised to the fraction of each
+    true class (class names on the axes up to 40 classes)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    matrix = np.zeros((k, k))
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    matrix /= np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(5, min(24, k * 0.22))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if k <= 40:
+        shown = [c.replace("$", r"\$") for c in classes]  # a '$' would start matplotlib's mathtext
+        ax.set_xticks(range(k), shown, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), shown, fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -15,9 +15,9 @@ import torch
 import engine
 import motion_cnn
 import spatial_cnn
-from models import build_model, cross_modality_conv1
-from tests.synth import make_dataset
+from models import build_model, cross_modality_conv1, pretrained_name
 from scorefiles import load_scores
+from tests.synth import make_dataset
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -449,7 +449,7 @@ def test_imagenet_weights_by_name_and_the_offline_message(monkeypatch, name, mem
 def test_checkpoint_records_the_pretrained_weights(data, tmp_path):
     spatial_cnn.main(spatial_args(data, tmp_path, "--epochs", "1"))
     assert torch.load(tmp_path / "checkpoint.pth.tar", weights_only=True)["pretrained_weights"] == "none"
-    assert engine.pretrained_name("imagenet") == "IMAGENET1K_V1"
+    assert pretrained_name("imagenet") == "IMAGENET1K_V1"
 
 
 def test_a_folder_holding_only_a_score_file_is_protected(tmp_path):

@@ -16,7 +16,7 @@ from torch import nn
 import engine
 import motion_cnn
 import spatial_cnn
-from dataloader import MotionDataset, SpatialDataset, index_videos, load_split, stream_sources, LAYOUTS
+from dataloader import InputNormalizer, MotionDataset, SpatialDataset, index_videos, load_split, stream_sources, LAYOUTS
 from dataloader.sampling import segment_positions
 from dataloader.transforms import (MOTION_SCALES, TSN_SCALES, MultiCrop, fixed_offsets, multiscale_crop_params,
                                    multi_crop_boxes, train_crop)
@@ -24,6 +24,7 @@ from models import FrozenStatsBatchNorm2d, build_model, freeze_partial_bn
 from tests.frozen import check_record
 from tests.reference_run import FIXTURE, REGENERATE, load_fixture, run_both_streams
 from tests.synth import make_dataset
+from utils import UserError
 
 
 def test_reference_recipe_gives_the_scores_written_before_the_tsn_options(tmp_path):
@@ -223,7 +224,7 @@ def test_ten_crops_feed_ten_inputs_per_position_and_average_them():
     batches = [(frames[i:i + 5], torch.zeros(len(frames[i:i + 5]), dtype=torch.long), video_idx[i:i + 5])
                for i in range(0, len(frames), 5)]
     model = _Spy(3)
-    normalizer = engine.InputNormalizer((0.5,) * 3, (0.25,) * 3)
+    normalizer = InputNormalizer((0.5,) * 3, (0.25,) * 3)
     ctx = engine.Context(torch.device("cpu"), normalizer, None, engine.World(), test_crops=MultiCrop(size, 10))
     result = engine.evaluate(model, batches, ctx, videos, 3, torch.zeros(videos, dtype=torch.long), positions)
     fed = torch.cat(model.inputs)
@@ -290,11 +291,11 @@ def test_a_resumed_tsn_checkpoint_brings_its_recipe_and_protocol(tmp_path, capsy
     assert (args.recipe, args.test_frames, args.test_crops, args.partial_bn) == ("tsn", 3, 10, True)
     assert "settings from" in capsys.readouterr().out and result is not None
     # an explicit --recipe that contradicts the checkpoint's is refused (it is adopted before the other settings)
-    with pytest.raises(engine.UserError, match="trained with --recipe tsn, the command line says --recipe reference"):
+    with pytest.raises(UserError, match="trained with --recipe tsn, the command line says --recipe reference"):
         motion_cnn.main(motion_cnn.parse_args([*common, "--output-dir", str(tmp_path / "eval3"), "--evaluate",
                                                "--recipe", "reference", "--resume", str(out / "checkpoint.pth.tar")]))
     # a contradicting explicit flag is refused, as for the other stored settings
-    with pytest.raises(engine.UserError, match="--test-crops"):
+    with pytest.raises(UserError, match="--test-crops"):
         motion_cnn.main(motion_cnn.parse_args([*common, "--output-dir", str(tmp_path / "eval2"), "--evaluate",
                                                "--test-crops", "3", "--resume", str(out / "checkpoint.pth.tar")]))
 
@@ -306,7 +307,7 @@ def test_multistep_schedule_resumes_on_its_milestones():
     rates = []
     for epoch in range(6):
         rates.append(optimizer.param_groups[0]["lr"])
-        assert engine._scheduled_lr(scheduler, 1.0, epoch) == pytest.approx(rates[-1])
+        assert engine.scheduled_lr(scheduler, 1.0, epoch) == pytest.approx(rates[-1])
         optimizer.step()
         scheduler.step()
     assert rates == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])

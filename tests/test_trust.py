@@ -3,6 +3,7 @@ fusion weights that rank nothing, score files given under the wrong stream's fla
 with edited settings, oversized or deeply nested sidecars, memory-sizing values."""
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 
@@ -166,7 +167,7 @@ def test_edited_checkpoint_settings_are_one_message_in_predict_and_evaluate(tmp_
     path = checkpoint(tmp_path / "edited.pth.tar", **settings)
     with pytest.raises(UserError, match=f"edited.pth.tar stores settings no run can have: {named}"):
         load_stream(str(path), "spatial", torch.device("cpu"))
-    args = engine.argparse.Namespace(explicit=[], override_checkpoint_settings=False, **{
+    args = argparse.Namespace(explicit=[], override_checkpoint_settings=False, **{
         k: None for k in engine.CHECKPOINT_SETTINGS})
     with pytest.raises(UserError, match=f"stores settings no run can have: {named}"):
         engine.apply_checkpoint_settings(args, torch.load(path, weights_only=True)["args"], str(path))

@@ -24,6 +24,7 @@ from inference.windows import Window, plan_motion, plan_spatial
 from models import build_model, freeze_partial_bn, parameter_groups
 from tests.synth import make_dataset
 from tests.test_data import SHARED, real_frame_counts
+from utils import UserError
 
 
 # --- TSN's code, as written in tsn-pytorch ----------------------------------------------------
@@ -319,7 +320,7 @@ def test_the_tsn_recipe_trains_resumes_and_schedules_its_groups(tmp_path):
     assert groups["first_conv_weight"]["weight_decay"] == pytest.approx(1e-3)
     assert groups["bn"]["weight_decay"] == 0
     # the groups are a fixed setting of the checkpoint: the optimizer state depends on them
-    with pytest.raises(engine.UserError, match="--lr-groups"):
+    with pytest.raises(UserError, match="--lr-groups"):
         motion_cnn.main(motion_cnn.parse_args([*common, "--output-dir", str(out), "--epochs", "3", "--resume",
                                                str(out / "checkpoint.pth.tar"), "--lr-groups", "single",
                                                "--override-checkpoint-settings"]))

@@ -1,0 +1,216 @@
+"""The command line both stream scripts share: the parser, the recipes applied over it, the
+checks of the numbers, and which flags were given explicitly."""
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from dataloader import LAYOUTS, TEST_CROPS, TEST_FRAMES, TEST_POSITIONS, TEST_SCALES, TRAIN_CROPS, multicrop_scale_side
+from dataloader.splits import add_split_arguments
+from models import ARCHS, LR_GROUPS
+
+RECIPE_NAMES = ("reference", "tsn")  # --recipe; each stream script says what a recipe sets
+LOGGERS = ("csv", "tensorboard", "wandb")  # --logger; engine/loggers.py has the backends
+
+
+def dataset_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments both streams' datasets take from the command line."""
+    return dict(input_size=args.input_size, test_frames=args.test_frames, test_positions=args.test_positions,
+                test_scale_side=multicrop_scale_side(args.test_scale, args.input_size),
+                stack_length=args.stack_length, segments=args.segments, train_crop=args.train_crop,
+                crop_scales=args.crop_scales, crop_positions=args.crop_positions, flip=args.flip)
+
+
+def parse_loggers(text: str) -> list[str]:
+    """``--logger`` value: a comma-separated list of LOGGERS; csv is always one of them."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in LOGGERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown logger {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
+    return ["csv"] + [name for name in LOGGERS[1:] if name in names]
+
+
+def get_args_parser(stream: str, description: str, add_help: bool = True) -> argparse.ArgumentParser:
+    """Arguments common to both streams; each script adds its own and sets its defaults."""
+    p = argparse.ArgumentParser(description=description, add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", default="reference", choices=RECIPE_NAMES,
+                   help="reference: the two-stream reference's protocol; tsn: TSN's training and test choices "
+                        "(see the README's table); flags given explicitly win over the recipe")
+    data = p.add_argument_group("data")
+    add_split_arguments(data)
+    data.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS), help="frame layout preset")
+    data.add_argument("--rgb-template", help="free RGB frame template, e.g. '{video}/img_{idx:05d}.jpg'")
+    data.add_argument("--flow-x-template", help="free flow x template")
+    data.add_argument("--flow-y-template", help="free flow y template")
+    data.add_argument("--allow-missing", action="store_true", help="skip listed videos without frames")
+    data.add_argument("--input-size", type=int, default=224, help="crop/resize size fed to the network")
+    data.add_argument("--segments", type=int, default=1,
+                      help="training samples per video, one in each of this many equal parts, logits averaged "
+                           "(TSN's segment consensus)")
+    data.add_argument("--test-frames", type=int, default=TEST_FRAMES, help="positions per test video")
+    data.add_argument("--test-view", default="resize", choices=["resize", "center"],
+                      help="test input with --test-crops 1: whole frame resized (reference) or center crop")
+    data.add_argument("--test-crops", type=int, default=1, choices=TEST_CROPS,
+                      help="crops per test position, cut on the device from the frame as stored: 1 = --test-view; "
+                           "3 = start, centre and end of the long side; 5 = 4 corners + centre; 10 = those and "
+                           "their flips (TSN); a position's score is the mean over its crops")
+    data.add_argument("--test-positions", default="starts", choices=TEST_POSITIONS,
+                      help="where each test video's --test-frames positions lie in its equal segments: starts "
+                           "(the reference's 1 + k*floor(m/n)) or centres (TSN's int(tick/2 + k*tick) + 1)")
+    data.add_argument("--test-scale", default="stored", choices=TEST_SCALES,
+                      help="--test-crops > 1: cut the crops from frames as stored, or first scale their short side "
+                           "to input size x 256/224 (tsn: tsn-pytorch's GroupScale before its crops)")
+    data.add_argument("--train-crop", default="random", choices=TRAIN_CROPS,
+                      help="training crop: random = an --input-size crop anywhere (reference); multiscale = TSN's "
+                           "corner crops of --crop-scales of the short side with aspect jitter, resized to "
+                           "--input-size")
+    data.add_argument("--crop-scales", type=float, nargs="+", metavar="S",
+                      help="multiscale: crop sides as fractions of the short side (default: TSN's 1 .875 .75 .66; "
+                           "the motion stream the first three)")
+    data.add_argument("--crop-positions", type=int, default=5, choices=[5, 13],
+                      help="multiscale: 4 corners + centre, or TSN's 13 positions")
+    data.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                      help="random horizontal flips in training (and the flipped test crops); --no-flip for data "
+                           "where left and right matter")
+    data.add_argument("--workers", type=int, default=None, help="loader processes (default: cores - 1, max 16)")
+    data.add_argument("--holdout-groups", type=int, default=0,
+                      help="hold out this many whole groups (UCF101's gXX, HMDB51's films) of the training list "
+                           "as a validation set for model selection and the scheduler (default 0: select on the "
+                           "test list, as the reference)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--arch", default="resnet101", choices=ARCHS)
+    model.add_argument("--pretrained", default="imagenet",
+                       help="imagenet (= imagenet-v1, torchvision's IMAGENET1K_V1, the reference's) | imagenet-v2 | "
+                            "none | mmaction2-tsn-r50-k400-rgb | mmaction2-tsn-r50-k400-flow (Kinetics-400, "
+                            "--arch resnet50) | PATH or https URL of a state dict or checkpoint (torchvision, "
+                            "this repo, mmaction2, tsn-pytorch/TSM)")
+    model.add_argument("--dropout", type=float, default=0.0,
+                       help="dropout before the classifier (TSN: 0.8 RGB, 0.7 flow)")
+    model.add_argument("--partial-bn", action=argparse.BooleanOptionalAction, default=False,
+                       help="TSN's partial BN: every BatchNorm but the first keeps its statistics and affine "
+                            "parameters (frozen) in training")
+
+    train = p.add_argument_group("training")
+    train.add_argument("--output-dir", default=f"record/{stream}", help="checkpoints, logs, score file")
+    train.add_argument("--epochs", type=int, default=50)
+    train.add_argument("--batch-size", type=int, default=32, help="videos per step and process")
+    train.add_argument("--test-batch-size", type=int, default=None,
+                       help="model inputs per evaluation batch (frames x test crops); default max(64, 4 x batch size)")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--lr-scheduler", default="plateau", choices=["plateau", "cosine", "step", "multistep"],
+                       help="plateau: ReduceLROnPlateau on validation loss (reference)")
+    train.add_argument("--lr-patience", type=int, default=1, help="plateau: epochs without improvement")
+    train.add_argument("--lr-step", type=int, default=30, help="step: epochs between x0.1 decays")
+    train.add_argument("--lr-milestones", type=int, nargs="+", default=[30, 60], metavar="EPOCH",
+                       help="multistep: the epochs after which the rate is multiplied by 0.1")
+    train.add_argument("--lr-groups", default="single", choices=LR_GROUPS,
+                       help="single: one rate and decay for every parameter; tsn: tsn-pytorch's groups (first conv "
+                            "weight lr x5 for flow, x1 RGB; first conv bias lr x10 flow, x2 RGB, no decay; other "
+                            "biases lr x2, no decay; BatchNorm no decay; frozen BatchNorms left out)")
+    train.add_argument("--clip-grad-norm", type=float, default=None,
+                       help="clip the gradients' total norm to this (TSN: 20); default no clipping")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate); 'auto': the "
+                                                     "run in --output-dir if it has a checkpoint, else a fresh one")
+    train.add_argument("--start-epoch", type=int, default=None, help="override the checkpoint's epoch")
+    train.add_argument("--evaluate", action="store_true", help="only run the test pass and write the score file")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --output-dir (without it a folder holding a run is refused "
+                            "unless --resume is given)")
+    train.add_argument("--override-checkpoint-settings", action="store_true",
+                       help="let the command line change the settings stored in the --resume checkpoint "
+                            "(recipe, input size, test view, frames and crops, stack length and order, flow mean)")
+
+    train.add_argument("--logger", type=parse_loggers, default=["csv"], metavar="csv[,tensorboard][,wandb]",
+                       help="where the numbers go besides the CSV logs: tensorboard (OUTPUT_DIR/tensorboard: "
+                            "loss, top-1/5, lr, samples/s, data-wait share, confusion matrices, hparams), wandb "
+                            "(pip install wandb)")
+
+    speed = p.add_argument_group("device and speed")
+    speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    speed.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="mixed precision (bf16 where supported, else fp16); default: on for CUDA")
+    speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels_last memory format; default: on for CUDA")
+    speed.add_argument("--device-resize", action=argparse.BooleanOptionalAction, default=None,
+                       help="test view 'resize': resize whole batches on the device instead of each frame in the "
+                            "loader workers (frames must share one size); default: on for CUDA")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model")
+    speed.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    return p
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+
+MAX_TEST_FRAMES = 1000  # positions a test video: the reference reads 19, TSN 25
+
+
+# flag -> (check, what it must be); checked after parsing, all problems in one message
+_NUMERIC_CHECKS = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "test_batch_size": (lambda v: v is None or v >= 1, "at least 1"),
+    "test_frames": (lambda v: 1 <= v <= MAX_TEST_FRAMES, f"1 to {MAX_TEST_FRAMES}"),
+    "input_size": (lambda v: 8 <= v <= 4096, "8 to 4096 pixels"),
+    "lr": (lambda v: v > 0 and math.isfinite(v), "a positive number"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "0 or more"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "lr_patience": (lambda v: v >= 0, "0 or more"),
+    "lr_step": (lambda v: v >= 1, "at least 1"),
+    "workers": (lambda v: v is None or v >= 0, "0 or more"),
+    "holdout_groups": (lambda v: v >= 0, "0 or more"),
+    "start_epoch": (lambda v: v is None or v >= 0, "0 or more"),
+    "segments": (lambda v: v >= 1, "at least 1"),
+    "stack_length": (lambda v: v >= 1, "at least 1"),
+    "flow_mean": (lambda v: math.isfinite(v), "a finite number"),
+    "flow_std": (lambda v: 0 < v < math.inf, "a positive number"),
+    "clip_grad_norm": (lambda v: v is None or 0 < v < math.inf, "a positive number"),
+    "crop_scales": (lambda v: v is None or (len(v) > 0 and all(0 < s <= 1 for s in v)), "fractions in (0, 1]"),
+    "lr_milestones": (lambda v: all(m >= 1 for m in v) and list(v) == sorted(set(v)), "increasing epochs, at least 1"),
+}
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+               recipes: dict[str, dict] | None = None) -> argparse.Namespace:
+    """Parse and validate; ``args.explicit`` holds the flags given on the command line (they
+    win over the --recipe and over a checkpoint's stored settings). Invalid numbers are one
+    usage error (exit 2)."""
+    args = parser.parse_args(argv)
+    probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
+    probe, _ = parser.parse_known_args(argv, namespace=probe)
+    args.explicit = sorted(k for k, v in vars(probe).items() if v is not _UNSET)
+    apply_recipe(args, (recipes or {}).get(args.recipe, {}))
+    problems = [f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}"
+                for name, (ok, what) in _NUMERIC_CHECKS.items() if hasattr(args, name) and not ok(getattr(args, name))]
+    if getattr(args, "test_crops", 1) == 10 and not getattr(args, "flip", True):
+        if "test_crops" in args.explicit:
+            problems.append("--test-crops 10 includes flipped crops, which --no-flip rules out: use --test-crops 5")
+        else:
+            args.test_crops = 5  # the recipe's 10 crops without their flips
+    if problems:
+        parser.error("; ".join(problems))
+    return args
+
+
+def apply_recipe(args: argparse.Namespace, values: dict) -> list[str]:
+    """Set a recipe's values on every argument not given explicitly; returns what was set."""
+    explicit = set(getattr(args, "explicit", ()))
+    changed = []
+    for name, value in values.items():
+        if name not in explicit and getattr(args, name) != value:
+            setattr(args, name, value)
+            changed.append(name)
+    return changed

@@ -1,0 +1,175 @@
+"""Where a run's numbers go: ``--logger csv[,tensorboard][,wandb]`` (csv always), all behind
+one interface the run calls once an epoch, once a test pass and once at the end. Only the
+main process logs (under torchrun the others get no backends).
+
+- csv: train.csv and test.csv (or val.csv) in the output folder, as the reference wrote them.
+- tensorboard: ``OUTPUT_DIR/tensorboard``: loss, top-1/top-5, learning rate, samples/s and the
+  share of training time spent waiting for data per epoch; the confusion matrix of each test
+  pass; the hyper-parameters with the final metrics (``tensorboard --logdir OUTPUT_DIR``).
+- wandb: the same to Weights & Biases (``pip install wandb``; its own environment variables,
+  e.g. WANDB_PROJECT, WANDB_MODE=offline, apply).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scorefiles import confusion_figure
+from utils import CsvLogger, optional_import
+
+from .run_dir import TENSORBOARD_DIR
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's numbers, as every backend receives them."""
+
+    epoch: int  # 1-based: epochs finished
+    train: dict[str, float]  # loss, top1, top5
+    selection: str  # test or val
+    test: dict[str, float]  # loss, top1, top5, frame_top1
+    lr: float
+    seconds: float
+    samples_per_second: float
+    data_wait: float  # share of the training time spent waiting for the loader
+
+
+class Logger:
+    """A backend; each method does nothing unless the backend records that kind of thing."""
+
+    def epoch(self, record: EpochRecord) -> None:
+        pass
+
+    def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+        pass
+
+    def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CsvBackend(Logger):
+    """train.csv and the selection set's CSV (the columns the reference wrote; curves.png reads them)."""
+
+    def __init__(self, output_dir: Path, selection: str, start_epoch: int):
+        self.train, self.selection = CsvLogger(output_dir / "train.csv"), CsvLogger(output_dir / f"{selection}.csv")
+        self.train.truncate_after(start_epoch)  # a resumed run never logs an epoch twice
+        self.selection.truncate_after(start_epoch)
+
+    def epoch(self, record: EpochRecord) -> None:
+        self.train.log({"epoch": record.epoch, **{k: round(v, 5) for k, v in record.train.items()},
+                        "lr": record.lr, "seconds": round(record.seconds, 1)})
+        self.selection.log({"epoch": record.epoch, "loss": round(record.test["loss"], 5),
+                            **{k: round(record.test[k], 3) for k in ("top1", "top5", "frame_top1")}})
+
+
+class TensorBoardBackend(Logger):
+    def __init__(self, output_dir: Path, purge_from: int | None):
+        """``purge_from``: a resumed run's first epoch; what was logged from there on is dropped."""
+        optional_import("tensorboard", "--logger tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(output_dir / TENSORBOARD_DIR), purge_step=purge_from)
+
+    def epoch(self, record: EpochRecord) -> None:
+        for name, value in record.train.items():
+            self.writer.add_scalar(f"train/{name}", value, record.epoch)
+        for name, value in record.test.items():
+            self.writer.add_scalar(f"{record.selection}/{name}", value, record.epoch)
+        self.writer.add_scalar("lr", record.lr, record.epoch)
+        self.writer.add_scalar("speed/samples_per_s", record.samples_per_second, record.epoch)
+        self.writer.add_scalar("speed/data_wait_share", record.data_wait, record.epoch)
+        self.writer.add_scalar("speed/epoch_seconds", record.seconds, record.epoch)
+        self.writer.flush()
+
+    def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+        figure = confusion_figure(labels, scores.argmax(axis=1), classes, f"{tag} confusion matrix (epoch {epoch})")
+        self.writer.add_figure(f"{tag}/confusion_matrix", figure, epoch)  # closes the figure
+        self.writer.flush()
+
+    def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
+        self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbBackend(Logger):
+    def __init__(self, output_dir: Path, name: str, hparams: dict):
+        wandb = optional_import("wandb", "--logger wandb")
+        self.wandb = wandb
+        self.run = wandb.init(name=name, dir=str(output_dir), config=hparams, resume="allow")
+
+    def epoch(self, record: EpochRecord) -> None:
+        values = {"lr": record.lr, "speed/samples_per_s": record.samples_per_second,
+                  "speed/data_wait_share": record.data_wait, "speed/epoch_seconds": record.seconds}
+        values.update({f"train/{k}": v for k, v in record.train.items()})
+        values.update({f"{record.selection}/{k}": v for k, v in record.test.items()})
+        self.run.log(values, step=record.epoch)
+
+    def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+        import matplotlib.pyplot as plt
+
+        figure = confusion_figure(labels, scores.argmax(axis=1), classes, f"{tag} confusion matrix (epoch {epoch})")
+        self.run.log({f"{tag}/confusion_matrix": self.wandb.Image(figure)}, step=epoch)
+        plt.close(figure)
+
+    def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
+        self.run.summary.update(metrics)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class Loggers(Logger):
+    """The run's backends, called together."""
+
+    def __init__(self, backends: list[Logger]):
+        self.backends = backends
+
+    def epoch(self, record: EpochRecord) -> None:
+        for backend in self.backends:
+            backend.epoch(record)
+
+    def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+        for backend in self.backends:
+            backend.test_pass(epoch, tag, scores, labels, classes)
+
+    def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
+        for backend in self.backends:
+            backend.finish(hparams, metrics)
+
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()
+
+
+def hyperparameters(args: argparse.Namespace) -> dict[str, object]:
+    """The run's settings as TensorBoard's hparams take them: numbers, strings and booleans."""
+    out = {}
+    for name, value in sorted(vars(args).items()):
+        if name in ("explicit", "auto_resumed"):
+            continue
+        out[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return out
+
+
+def open_loggers(args: argparse.Namespace, output_dir: Path, stream: str, selection: str, start_epoch: int,
+                 is_main: bool, training: bool = True) -> Loggers:
+    """The backends of ``args.logger`` for this process (none but the main one logs); without
+    ``training`` (--evaluate) only the test pass is logged, and the CSV logs are left alone."""
+    if not is_main:
+        return Loggers([])
+    names = getattr(args, "logger", ["csv"])
+    backends: list[Logger] = [CsvBackend(output_dir, selection, start_epoch)] if training else []
+    if "tensorboard" in names:
+        backends.append(TensorBoardBackend(output_dir, start_epoch + 1 if training and start_epoch else None))
+    if "wandb" in names:
+        backends.append(WandbBackend(output_dir, f"{stream}-{output_dir.name}", hyperparameters(args)))
+    return Loggers(backends)

@@ -1,0 +1,228 @@
+"""A run of one stream, as the arguments say: set up, then evaluate only, or the epoch loop
+(train, evaluate on the selection set, step the schedule, log, save) and, with held-out
+groups, the final test of the chosen model."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from dataloader import IndexedVideo, build_loader
+from models import base_lr
+from utils import UserError
+
+SELECTION_METRICS = ("loss", "top1", "top5", "frame_top1")
+
+from .build import build_data, build_training
+from .checkpoints import (CHECKPOINT_FORMAT, apply_checkpoint_settings, checkpoint_state, load_checkpoint,
+                          save_checkpoint)
+from .cli import apply_recipe
+from .distributed import World, init_distributed, log, resolve_device
+from .loggers import EpochRecord, Loggers, hyperparameters, open_loggers
+from .loops import EpochTiming, GracefulStop, Meters, evaluate, train_one_epoch
+from .run_dir import OutputFolder, plot_curves, write_scores
+from .state import Data, Training
+from .stream import Stream
+
+
+def run(args: argparse.Namespace, stream: Stream) -> dict | None:
+    """Train and/or evaluate one stream as the arguments say. Returns the last test metrics."""
+    world = init_distributed(args.device)
+    folder = None
+    try:
+        device = resolve_device(args, world)
+        output_dir = Path(args.output_dir)
+        args.auto_resumed = args.resume == "auto"
+        if args.auto_resumed:  # continue the run in --output-dir if it has a checkpoint, else start afresh
+            latest = output_dir / "checkpoint.pth.tar"
+            args.resume = str(latest) if latest.is_file() else ""
+            args.overwrite = args.overwrite or not args.resume
+        if world.is_main:  # before any data is read: a bad folder must not cost an epoch
+            folder = OutputFolder(output_dir, stream.score_file, bool(args.resume), args.overwrite)
+        ckpt = _load_resume_checkpoint(args, world, stream)
+        data = build_data(args, stream, world, output_dir, device.type == "cuda")
+        training = build_training(args, stream, world, device, data, ckpt)
+        with training.ctx.stop:
+            if args.evaluate:
+                return _evaluate_only(args, stream, world, output_dir, data, training)
+            return _train(args, stream, world, output_dir, data, training)
+    finally:
+        if folder is not None:
+            folder.close()
+        if world.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _load_resume_checkpoint(args: argparse.Namespace, world: World, stream: Stream) -> dict | None:
+    """The --resume checkpoint, whose recipe and stored input settings become this run's
+    defaults (flags given explicitly still win)."""
+    if not args.resume:
+        return None
+    ckpt = load_checkpoint(args.resume)
+    if ckpt.get("format") == CHECKPOINT_FORMAT:
+        saved = ckpt.get("args", {})
+        recipe, taken = saved.get("recipe", "reference"), []
+        if "recipe" not in args.explicit and recipe != args.recipe and recipe in stream.recipes:
+            args.recipe = recipe
+            apply_recipe(args, stream.recipes[recipe])
+            taken.append(f"--recipe {recipe}")
+        taken += apply_checkpoint_settings(args, saved, args.resume)
+        if taken:
+            log(world, f"settings from {args.resume}: {', '.join(taken)}")
+    return ckpt
+
+
+def _test_pass(args, world: World, data: Data, t: Training, videos: list[IndexedVideo], loader,
+               loggers: Loggers, epoch: int, desc: str = "test") -> dict | None:
+    """One evaluation; non-finite scores stop the run with the count and an example video. The
+    loggers receive its confusion matrix (at ``epoch``)."""
+    result = evaluate(t.model, loader, t.ctx, len(videos), data.split.num_classes, data.labels(videos),
+                      args.test_frames, desc=desc)
+    if result is not None:
+        finite = torch.isfinite(result["scores"]).all(dim=1)
+        if not finite.all():
+            bad = (~finite).nonzero().flatten().tolist()
+            raise UserError(f"the model gives non-finite scores (NaN or inf) for {len(bad)} of {len(videos)} "
+                            f"{desc} videos, e.g. {videos[bad[0]].record.key}; no score file is written\n"
+                            f"  fix: its weights are damaged or training diverged: use an earlier checkpoint, "
+                            f"or a lower --lr")
+        loggers.test_pass(epoch, desc, result["scores"].numpy(), data.labels(videos).numpy(), list(data.split.classes))
+    return result
+
+
+def _interrupted(world: World, stop: GracefulStop, message: str) -> SystemExit:
+    log(world, message)
+    return SystemExit(128 + stop.signal)
+
+
+def _evaluate_only(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training) -> dict:
+    loggers = open_loggers(args, output_dir, stream.name, "test", t.start_epoch, world.is_main, training=False)
+    try:
+        result = _test_pass(args, world, data, t, data.test_videos, data.test_loader(data.test_videos), loggers,
+                            t.start_epoch)
+    finally:
+        loggers.close()
+    if result is None:
+        raise _interrupted(world, t.ctx.stop, "\ninterrupted during the test pass; nothing was written")
+    if world.is_main:
+        path = write_scores(args, output_dir, stream, data.test_videos, result)
+        print(f"{stream.name} test: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+              f"loss {result['loss']:.4f}  frame top-1 {result['frame_top1']:.2f}%  "
+              f"({len(data.test_videos)} videos)\nscores written to {path}")
+    return result
+
+
+def _train(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training) -> dict | None:
+    """The epoch loop with its loggers, then (with held-out groups) the chosen model's test."""
+    if t.start_epoch >= args.epochs:
+        if args.auto_resumed:
+            log(world, f"{args.resume} has finished its {t.start_epoch} epochs: nothing to train")
+            return None
+        raise UserError(f"{args.resume} has finished {t.start_epoch} epochs and --epochs is {args.epochs}: "
+                        f"nothing to train\n  fix: pass --epochs larger than {t.start_epoch} to train more, or "
+                        f"--evaluate")
+    train_set = stream.dataset(data.train_videos, True, args, data.test_mode)
+    train_loader = build_loader(train_set, args.batch_size, train=True, workers=args.workers,
+                                pin_memory=t.ctx.device.type == "cuda", seed=args.seed, rank=world.rank,
+                                world_size=world.size)
+    if len(train_loader.sampler) < args.batch_size:
+        raise UserError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} training videos "
+                        f"(per process); lower it")
+    select_videos = data.val_videos or data.test_videos
+    selection = "val" if data.val_videos else "test"
+    log(world, f"{stream.name}: {len(data.train_videos)} training videos, {len(select_videos)} {selection} "
+               f"videos, {args.arch} on {t.ctx.device}{' x' + str(world.size) if world.distributed else ''}, "
+               f"amp {t.ctx.amp_dtype}, epochs {t.start_epoch + 1}..{args.epochs}")
+    loggers = open_loggers(args, output_dir, stream.name, selection, t.start_epoch, world.is_main)
+    try:
+        result = _epochs(args, stream, world, output_dir, data, t, train_loader, select_videos, selection, loggers)
+        if data.val_videos and (output_dir / "model_best.pth.tar").exists():
+            result = _final_test(args, stream, world, output_dir, data, t, loggers)
+        loggers.finish(hyperparameters(args), {"best_top1": t.best_top1, "top1": result["top1"],
+                                               "top5": result["top5"]})
+    finally:
+        loggers.close()
+    return result
+
+
+def _epochs(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training, train_loader,
+            select_videos: list[IndexedVideo], selection: str, loggers: Loggers) -> dict:
+    """Train, evaluate on the selection set, step the schedule, log and save, each epoch; a stop
+    asked for by SIGINT/SIGTERM writes a checkpoint to resume from exactly there."""
+    checkpoint_path = output_dir / "checkpoint.pth.tar"
+    select_loader = data.test_loader(select_videos)
+
+    def stop_now(epoch: int, samples_done: int, meters: Meters, where: str) -> SystemExit:
+        if world.is_main:
+            save_checkpoint(checkpoint_path, checkpoint_state(args, stream, data, t, epoch, samples_done, meters))
+        return _interrupted(world, t.ctx.stop, f"\ninterrupted in epoch {epoch + 1} ({where}); checkpoint written "
+                                               f"to {checkpoint_path}\n  continue with --resume {checkpoint_path}")
+
+    result = None
+    for epoch in range(t.start_epoch, args.epochs):
+        started = time.time()
+        train_loader.sampler.set_epoch(epoch, samples_done=t.samples_done)
+        done_before = t.samples_done
+        timing = EpochTiming()
+        meters, steps = train_one_epoch(t.model, train_loader, t.criterion, t.optimizer, t.scaler, t.ctx, epoch,
+                                        t.meters, timing=timing)
+        epoch_samples = done_before + steps * args.batch_size * world.size
+        if t.ctx.stop.requested:
+            raise stop_now(epoch, epoch_samples, meters, f"after {epoch_samples} training samples")
+        lr = base_lr(t.optimizer)  # the rate this epoch trained with
+        result = _test_pass(args, world, data, t, select_videos, select_loader, loggers, epoch + 1, desc=selection)
+        if result is None:  # the training part is kept: the resumed run only redoes this evaluation
+            raise stop_now(epoch, train_loader.sampler.epoch_samples, meters, "during its evaluation")
+        train_metrics = meters.result()
+        if args.lr_scheduler == "plateau":
+            t.scheduler.step(result["loss"])
+        else:
+            t.scheduler.step()
+        is_best = result["top1"] > t.best_top1
+        t.best_top1 = max(t.best_top1, result["top1"])
+        t.samples_done, t.meters = 0, Meters()
+        if world.is_main:
+            record = EpochRecord(epoch + 1, train_metrics, selection, {k: result[k] for k in SELECTION_METRICS}, lr,
+                                 time.time() - started, timing.samples_per_second, timing.data_wait)
+            _end_of_epoch(args, stream, output_dir, data, t, record, result, is_best, loggers)
+    return result
+
+
+def _end_of_epoch(args, stream: Stream, output_dir: Path, data: Data, t: Training, record: EpochRecord,
+                  result: dict, is_best: bool, loggers: Loggers) -> None:
+    """Rank 0 after an epoch: the loggers, checkpoints, the score file of a new best, curves, a line."""
+    loggers.epoch(record)
+    state = checkpoint_state(args, stream, data, t, record.epoch, 0, t.meters)
+    save_checkpoint(output_dir / "checkpoint.pth.tar", state)
+    if is_best:
+        save_checkpoint(output_dir / "model_best.pth.tar", state)
+        if record.selection == "test":
+            write_scores(args, output_dir, stream, data.test_videos, result)
+    plot_curves(output_dir, stream.name, record.selection)
+    print(f"epoch {record.epoch}/{args.epochs}: train loss {record.train['loss']:.4f} top-1 "
+          f"{record.train['top1']:.2f}% | {record.selection} loss {result['loss']:.4f} top-1 "
+          f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%{' (best)' if is_best else ''} "
+          f"| lr {record.lr:.2e} | {record.seconds:.0f}s, {record.samples_per_second:.1f} samples/s, "
+          f"{100 * record.data_wait:.0f}% waiting for data", flush=True)
+
+
+def _final_test(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training,
+                loggers: Loggers) -> dict:
+    """Model selection was on held-out groups: the test list is scored once, by the chosen model."""
+    if world.distributed:
+        dist.barrier()
+    best = load_checkpoint(output_dir / "model_best.pth.tar")
+    t.model_without_ddp.load_state_dict(best["model"])
+    result = _test_pass(args, world, data, t, data.test_videos, data.test_loader(data.test_videos), loggers,
+                        best["epoch"])
+    if result is None:
+        raise _interrupted(world, t.ctx.stop, f"\ninterrupted during the final test pass\n  score the test list "
+                                              f"with --evaluate --resume {output_dir / 'model_best.pth.tar'}")
+    if world.is_main:
+        write_scores(args, output_dir, stream, data.test_videos, result)
+        print(f"{stream.name} test (model of epoch {best['epoch']}, chosen on validation): top-1 "
+              f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%")
+    return result

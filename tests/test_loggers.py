@@ -1,0 +1,109 @@
+"""--logger: the TensorBoard backend's event file holds each epoch's scalars, the confusion
+matrices and the hparams; W&B says how to install it; only the CSV logs without a flag."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+import engine
+import spatial_cnn
+from tests.synth import make_dataset
+from tests.test_engine import spatial_args
+from utils import UserError
+
+pytest.importorskip("tensorboard")
+SCALARS = {"train/loss", "train/top1", "train/top5", "test/loss", "test/top1", "test/top5", "test/frame_top1", "lr",
+           "speed/samples_per_s", "speed/data_wait_share", "speed/epoch_seconds"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"), frames=13, size=(36, 44))
+
+
+def events(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_tensorboard_holds_each_epochs_scalars_confusion_and_hparams(data, tmp_path):
+    out = tmp_path / "run"
+    result = spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "3"))
+    board = events(out / "tensorboard")
+    tags = board.Tags()
+    assert SCALARS <= set(tags["scalars"])
+    for tag in SCALARS:
+        assert [e.step for e in board.Scalars(tag)] == [1, 2, 3], tag
+    csv_rows = (out / "test.csv").read_text().splitlines()[1:]  # the CSV logs stay, with the same numbers
+    assert [round(e.value, 3) for e in board.Scalars("test/top1")] == [float(r.split(",")[2]) for r in csv_rows]
+    assert all(0 <= e.value <= 1 for e in board.Scalars("speed/data_wait_share"))
+    assert all(e.value > 0 for e in board.Scalars("speed/samples_per_s"))
+    train_rows = (out / "train.csv").read_text().splitlines()[1:]
+    assert [e.value for e in board.Scalars("lr")] == pytest.approx([float(r.split(",")[4]) for r in train_rows])
+    assert [e.step for e in board.Images("test/confusion_matrix")] == [1, 2, 3]
+    assert b"PNG" in board.Images("test/confusion_matrix")[0].encoded_image_string[:8]
+    # hparams: the settings with the final metrics
+    plugin = board.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugin and "_hparams_/experiment" in plugin
+    final = {t: board.Scalars(t)[-1].value for t in tags["scalars"] if t.startswith("hparam/")}
+    assert final["hparam/top1"] == pytest.approx(result["top1"]) and "hparam/best_top1" in final
+
+
+def test_a_resumed_run_continues_the_event_file_without_repeating_epochs(data, tmp_path):
+    out = tmp_path / "run"
+    spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "2"))
+    spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "3",
+                                  "--resume", str(out / "checkpoint.pth.tar")))
+    assert [e.step for e in events(out / "tensorboard").Scalars("train/loss")] == [1, 2, 3]
+    # --evaluate logs its test pass's confusion matrix and drops nothing
+    spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--evaluate",
+                                  "--resume", str(out / "model_best.pth.tar")))
+    board = events(out / "tensorboard")
+    assert [e.step for e in board.Scalars("train/loss")] == [1, 2, 3]
+    assert len((out / "train.csv").read_text().splitlines()) == 4
+    # --overwrite starts the events afresh
+    spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "1", "--overwrite"))
+    assert [e.step for e in events(out / "tensorboard").Scalars("train/loss")] == [1]
+
+
+def test_without_the_flag_only_csv_and_a_missing_backend_says_how_to_install_it(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    spatial_cnn.main(spatial_args(data, out, "--epochs", "1"))
+    assert not (out / "tensorboard").exists() and (out / "train.csv").is_file()
+    assert spatial_cnn.parse_args(["--logger", "wandb,tensorboard"]).logger == ["csv", "tensorboard", "wandb"]
+    with pytest.raises(SystemExit):
+        spatial_cnn.parse_args(["--logger", "csv,mlflow"])
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed (and never a network call)
+    with pytest.raises(UserError, match=r"(?s)--logger wandb needs the package wandb.*pip install"):
+        spatial_cnn.main(spatial_args(data, tmp_path / "other", "--logger", "wandb", "--epochs", "1"))
+
+
+def test_only_the_main_process_logs(tmp_path):
+    args = spatial_cnn.parse_args(["--logger", "tensorboard", "--output-dir", str(tmp_path)])
+    from engine.loggers import open_loggers
+    assert open_loggers(args, tmp_path, "spatial", "test", 0, is_main=False).backends == []
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_epochs_timing_counts_samples_and_the_wait_for_data():
+    import time
+
+    from dataloader import spatial_normalizer
+    from models import build_model
+
+    def slow_batches():
+        for _ in range(3):
+            time.sleep(0.2)
+            yield torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
+    model = build_model("resnet18", 2, 3, "none")
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    ctx = engine.Context(torch.device("cpu"), spatial_normalizer(), None, engine.World())
+    timing = engine.EpochTiming()
+    engine.train_one_epoch(model, slow_batches(), torch.nn.CrossEntropyLoss(), optimizer,
+                           torch.amp.GradScaler("cpu", enabled=False), ctx, 0, engine.Meters(), timing=timing)
+    assert timing.samples == 6 and timing.data_seconds >= 0.6 and timing.seconds >= timing.data_seconds
+    assert 0 < timing.data_wait <= 1 and timing.samples_per_second == pytest.approx(6 / timing.seconds)
