@@ -46,4 +46,4 @@ lock:
 		--output-file $(LOCK)
 
 gpu-report: $(VENV)/.installed
-	$(PY) tools/gpu_report.py --output-dir gpu_report
+	$(PY) benchmarks/gpu_report.py --output-dir gpu_report

@@ -20,11 +20,11 @@ def run(*args: str) -> str:
 
 
 def test_bench_loader_and_bench_train(tmp_path):
-    out = run("tools/bench_loader.py", "--data", str(tmp_path), "--workers", "1", "--batch-size", "2",
+    out = run("benchmarks/bench_loader.py", "--data", str(tmp_path), "--workers", "1", "--batch-size", "2",
               "--batches", "2", "--videos", "6", "--input-size", "64")
     lines = [line.split() for line in out.splitlines() if line.startswith(("spatial", "motion"))]
     assert [line[0] for line in lines] == ["spatial", "motion"] and all(float(line[4]) > 0 for line in lines)
-    out = run("tools/bench_train.py", "--data", str(tmp_path), "--device", "cpu", "--input-size", "64",
+    out = run("benchmarks/bench_train.py", "--data", str(tmp_path), "--device", "cpu", "--input-size", "64",
               "--spatial-batch", "2", "--motion-batch", "2", "--test-batch", "8", "--steps", "1", "--workers", "1",
               "--ref-workers", "1", "--test-frames", "2")
     rows = [line.split() for line in out.splitlines() if line.startswith(("spatial ", "motion "))]
@@ -32,12 +32,12 @@ def test_bench_loader_and_bench_train(tmp_path):
 
 
 def test_bench_flow():
-    out = run("tools/bench_flow.py", "--pairs", "1", "--batch", "1", "--size", "48", "64", "--no-compile")
+    out = run("benchmarks/bench_flow.py", "--pairs", "1", "--batch", "1", "--size", "48", "64", "--no-compile")
     assert "OpenCV DualTVL1, 1 CPU core" in out and "tvl1-torch CPU" in out
 
 
 def test_bench_predict(tmp_path):
-    out = run("tools/bench_predict.py", "--seconds", "2", "--size", "48", "64", "--input-size", "40",
+    out = run("benchmarks/bench_predict.py", "--seconds", "2", "--size", "48", "64", "--input-size", "40",
               "--flow-method", "farneback", "--workers", "1", "--data", str(tmp_path))
     rows = [line.split() for line in out.splitlines() if line.startswith(("whole ", "timeline "))]
     assert [(r[0], r[1]) for r in rows] == [("whole", "spatial"), ("whole", "both"), ("timeline", "spatial"),
@@ -47,7 +47,7 @@ def test_bench_predict(tmp_path):
 
 def test_bench_export():
     pytest.importorskip("onnxruntime")
-    out = run("tools/bench_export.py", "--arch", "resnet18", "--input-size", "32", "--batch", "2", "--repeat", "1")
+    out = run("benchmarks/bench_export.py", "--arch", "resnet18", "--input-size", "32", "--batch", "2", "--repeat", "1")
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
     assert set(rows) >= {"torch", "onnxruntime", "torchscript"}
     assert float(rows["onnxruntime"][2].rstrip("x")) > 0 and float(rows["onnxruntime"][4]) <= 1e-4

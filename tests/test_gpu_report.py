@@ -1,4 +1,4 @@
-"""tools/gpu_report.py: the CPU smoke run writes the whole report; a broken step is a row."""
+"""benchmarks/gpu_report.py: the CPU smoke run writes the whole report; a broken step is a row."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tools import gpu_report
+from benchmarks import gpu_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
 def test_cpu_smoke_writes_every_row(tmp_path):
-    proc = subprocess.run([sys.executable, "tools/gpu_report.py", "--cpu-smoke", "--output-dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_report.py", "--cpu-smoke", "--output-dir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_report.json").read_text())

@@ -15,8 +15,8 @@ For each stream it prints, in samples (videos) per second for training and test 
 and the ratios b/a, b/c, d/min(ceilings), d/e (what 10 crops cost: at most 10, the inference
 ratio, when decoding is not the bottleneck) and e/min(inference/10, decode).
 
-    python tools/bench_train.py                      # CPU defaults: small model and input
-    python tools/bench_train.py --arch resnet101 --input-size 224 --workers 16 --ref-workers 8 \\
+    python benchmarks/bench_train.py                      # CPU defaults: small model and input
+    python benchmarks/bench_train.py --arch resnet101 --input-size 224 --workers 16 --ref-workers 8 \\
         --steps 30 --device cuda                      # the GPU measurement (bf16 + channels_last)
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ import engine  # noqa: E402
 from dataloader import (LAYOUTS, MotionDataset, MultiCrop, SpatialDataset, build_loader, index_videos,  # noqa: E402
                         load_split, motion_normalizer, spatial_normalizer, stream_sources)
 from models import build_model  # noqa: E402
-from tools.bench_loader import ReferenceMotion, ReferenceSpatial, endless  # noqa: E402
-from tools.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
+from benchmarks.bench_loader import ReferenceMotion, ReferenceSpatial, endless  # noqa: E402
+from benchmarks.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:

@@ -1,7 +1,7 @@
 """The whole GPU picture in one command: every GPU code path run, every figure in one table.
 
-    python tools/gpu_report.py [--output-dir gpu_report]      # on a CUDA machine (make gpu-report)
-    python tools/gpu_report.py --cpu-smoke                     # the same steps on the CPU at tiny sizes
+    python benchmarks/gpu_report.py [--output-dir gpu_report]      # on a CUDA machine (make gpu-report)
+    python benchmarks/gpu_report.py --cpu-smoke                     # the same steps on the CPU at tiny sizes
 
 Runs, one after the other, each in its own process with a time limit and a progress line: the
 CUDA tests, bench_train.py at the README's GPU settings (with and without --compile),
@@ -191,11 +191,11 @@ def build_steps(ctx: Context, python: str) -> list[Step]:
     processes = "2" if ctx.gpus >= 2 else "1"
     return [
         Step("CUDA tests", [python, "-m", "pytest", "-q", "-k", "cuda", "tests"], 900, parse_pytest, cuda_tests),
-        Step("bench_train", [python, "tools/bench_train.py", *train], 1800, parse_bench_train("eager")),
-        Step("bench_train --compile", [python, "tools/bench_train.py", *train, "--compile"], 2400,
+        Step("bench_train", [python, "benchmarks/bench_train.py", *train], 1800, parse_bench_train("eager")),
+        Step("bench_train --compile", [python, "benchmarks/bench_train.py", *train, "--compile"], 2400,
              parse_bench_train("compiled"), "torch.compile on the CPU is too slow for a smoke run" if smoke else None),
-        Step("bench_flow", [python, "tools/bench_flow.py", *flow], 1200, parse_bench_flow),
-        Step("bench_loader", [python, "tools/bench_loader.py", *loader], 900, parse_bench_loader),
+        Step("bench_flow", [python, "benchmarks/bench_flow.py", *flow], 1200, parse_bench_flow),
+        Step("bench_loader", [python, "benchmarks/bench_loader.py", *loader], 900, parse_bench_loader),
         Step("demo", [python, "demo.py", "--output-dir", str(out / "demo"), "--device", device, *demo], 1800,
              parse_demo),
         Step("predict on the device and on the CPU", [python, "-c", PREDICT_BOTH, str(out), device], 900,
@@ -223,7 +223,7 @@ TORCHRUN_EVAL = """
 import json, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, '.')
-from utils import load_scores
+from scorefiles import load_scores
 out, device, processes = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 demo = out / 'demo'
 scores = {}

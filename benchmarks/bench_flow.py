@@ -3,7 +3,7 @@ against the batched TV-L1 on tensors (flow/tvl1.py) on the CPU and, when present
 one run; and how closely tvl1-torch's stored flow agrees with OpenCV's (mean |difference| of
 the 0..255 values).
 
-    python tools/bench_flow.py [--pairs 8] [--batch 8] [--gpu-batch 64] [--size 256 340]
+    python benchmarks/bench_flow.py [--pairs 8] [--batch 8] [--gpu-batch 64] [--size 256 340]
 
 Prints pairs per second and the ratios to OpenCV per core. UCF101 has about 2.47 million
 pairs: at 700 pairs/s that is under an hour.

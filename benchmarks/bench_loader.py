@@ -5,7 +5,7 @@ training loaders (uint8 decode + crop in workers, normalisation as one batch op)
 re-implementation of the reference repo's per-image PIL/torchvision pipeline, for a few
 worker counts, and prints the ratio.
 
-    python tools/bench_loader.py [--workers 1 2] [--batch-size 8] [--batches 30] [--data DIR]
+    python benchmarks/bench_loader.py [--workers 1 2] [--batch-size 8] [--batches 30] [--data DIR]
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from torchvision import transforms  # noqa: E402
 from dataloader import (LAYOUTS, MotionDataset, SpatialDataset, build_loader, index_videos, load_split,  # noqa: E402
                         motion_normalizer, spatial_normalizer, stream_sources)
 from dataloader.sampling import random_start  # noqa: E402
-from tools.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
+from benchmarks.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
 
 
 class ReferenceSpatial(Dataset):

@@ -2,8 +2,8 @@
 wall-clock second and peak resident memory (each mode in a fresh process, so that each peak
 is its own), whole-video and timeline mode, the spatial stream alone and both streams.
 
-    python tools/bench_predict.py                    # CPU defaults: resnet18 at 112, 20 s of 128x170 video
-    python tools/bench_predict.py --device cuda --arch resnet101 --input-size 224 --size 256 340 --seconds 60
+    python benchmarks/bench_predict.py                    # CPU defaults: resnet18 at 112, 20 s of 128x170 video
+    python benchmarks/bench_predict.py --device cuda --arch resnet101 --input-size 224 --size 256 340 --seconds 60
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 positions by default) through PyTorch, onnxruntime (ONNX) and TorchScript, on random weights
 and inputs (speed does not depend on them), with each export's largest difference from PyTorch.
 
-    python tools/bench_export.py                           # resnet101 spatial at 224, batch 19, CPU
-    python tools/bench_export.py --stream motion --arch resnet50 --batch 25 --repeat 5
+    python benchmarks/bench_export.py                           # resnet101 spatial at 224, batch 19, CPU
+    python benchmarks/bench_export.py --stream motion --arch resnet50 --batch 25 --repeat 5
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from inference.export import EXPORT_SUFFIXES, export_stream, exportable, load_runner  # noqa: E402
 from models import ARCHS  # noqa: E402
-from tools.bench_predict import make_checkpoint  # noqa: E402
+from benchmarks.bench_predict import make_checkpoint  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
