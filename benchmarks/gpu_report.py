@@ -4,7 +4,7 @@
     python benchmarks/gpu_report.py --cpu-smoke                     # the same steps on the CPU at tiny sizes
 
 Runs, one after the other, each in its own process with a time limit and a progress line: the
-CUDA tests, bench_train.py at the README's GPU settings (with and without --compile),
+CUDA tests, bench_train.py at docs/benchmarks.md's GPU settings (with and without --compile),
 bench_flow.py, bench_loader.py, the demo on the device, predict.py on the device against the
 CPU, and a 1- against a 2-process torchrun evaluation when 2 GPUs exist. Writes
 DIR/gpu_report.md (figure, value, goal, status) and DIR/gpu_report.json with the GPU, the

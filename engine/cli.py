@@ -38,7 +38,7 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe", default="reference", choices=RECIPE_NAMES,
                    help="reference: the two-stream reference's protocol; tsn: TSN's training and test choices "
-                        "(see the README's table); flags given explicitly win over the recipe")
+                        "(see docs/training.md's table); flags given explicitly win over the recipe")
     data = p.add_argument_group("data")
     add_split_arguments(data)
     data.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS), help="frame layout preset")

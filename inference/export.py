@@ -109,7 +109,7 @@ def _write_torchscript(module: NormalizedModel, example: torch.Tensor, record: d
 @contextlib.contextmanager
 def _quiet_jit() -> Iterator[None]:
     """torch.jit warns that it is deprecated (for torch.export) at each call: said once, in the
-    README, not on every export and prediction. TorchScript stays for libtorch (C++) users."""
+    docs (prediction.md), not on every export and prediction. TorchScript stays for libtorch (C++) users."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         yield

@@ -180,7 +180,7 @@ def test_test_positions_match_the_reference():
     short = evaluation_positions(12, 19)  # 3 valid starts: spread, never out of range
     assert len(short) == 19 and set(short) == {1, 2, 3}
     assert evaluation_positions(5, 4) == [1, 1, 1, 1]  # spatial stream, shorter than a stack
-    # the README's example: a 28-frame video has 27 flow frames, so the streams differ slightly
+    # docs/data.md's example: a 28-frame video has 27 flow frames, so the streams differ slightly
     assert evaluation_positions(28 - 1) == [1, 1, *range(2, 19)]
 
 
