@@ -14,8 +14,6 @@ from dataloader import IndexedVideo, build_loader
 from models import base_lr
 from utils import UserError
 
-SELECTION_METRICS = ("loss", "top1", "top5", "frame_top1")
-
 from .build import build_data, build_training
 from .checkpoints import (CHECKPOINT_FORMAT, apply_checkpoint_settings, checkpoint_state, load_checkpoint,
                           save_checkpoint)
@@ -26,6 +24,8 @@ from .loops import EpochTiming, GracefulStop, Meters, evaluate, train_one_epoch
 from .run_dir import OutputFolder, plot_curves, write_scores
 from .state import Data, Training
 from .stream import Stream
+
+SELECTION_METRICS = ("loss", "top1", "top5", "frame_top1")  # what the loggers get of a test pass
 
 
 def run(args: argparse.Namespace, stream: Stream) -> dict | None:

@@ -107,3 +107,31 @@ def test_an_epochs_timing_counts_samples_and_the_wait_for_data():
                            torch.amp.GradScaler("cpu", enabled=False), ctx, 0, engine.Meters(), timing=timing)
     assert timing.samples == 6 and timing.data_seconds >= 0.6 and timing.seconds >= timing.data_seconds
     assert 0 < timing.data_wait <= 1 and timing.samples_per_second == pytest.approx(6 / timing.seconds)
+
+
+def test_wandb_receives_the_same_numbers_through_its_api(data, tmp_path, monkeypatch):
+    """A stand-in for the wandb package (no network): what the backend hands its API."""
+    import types
+    calls = {"log": [], "summary": {}, "finished": False}
+
+    class Run:
+        summary = calls["summary"]
+
+        def log(self, values, step):
+            calls["log"].append((step, values))
+
+        def finish(self):
+            calls["finished"] = True
+
+    def init(**kwargs):
+        calls["init"] = kwargs
+        return Run()
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init, Image=lambda figure: "image"))
+    out = tmp_path / "run"
+    result = spatial_cnn.main(spatial_args(data, out, "--logger", "wandb", "--epochs", "2"))
+    assert calls["init"]["config"]["epochs"] == 2 and calls["init"]["dir"] == str(out)
+    scalars = [(step, v) for step, v in calls["log"] if "train/loss" in v]
+    assert [step for step, _ in scalars] == [1, 2]
+    assert {"lr", "speed/samples_per_s", "speed/data_wait_share", "test/top1", "train/top5"} <= set(scalars[0][1])
+    assert [step for step, v in calls["log"] if "test/confusion_matrix" in v] == [1, 2]
+    assert calls["summary"]["top1"] == result["top1"] and calls["finished"]
