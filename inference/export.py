@@ -76,11 +76,16 @@ def export_stream(checkpoint: str | Path, out: str | Path, fmt: str, class_ind: 
     scratch = out.with_name(f".{out.name}.exporting")
     example = torch.randint(0, 256, input_shape(record, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     try:
-        with torch.no_grad():
-            if fmt == "onnx":
-                _write_onnx(module, example, record, scratch)
-            else:
-                _write_torchscript(module, example, record, scratch)
+        try:
+            with torch.no_grad():
+                if fmt == "onnx":
+                    _write_onnx(module, example, record, scratch)
+                else:
+                    _write_torchscript(module, example, record, scratch)
+        except Exception as err:  # the exporters' own errors (an operator without ONNX support, ...)
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise UserError(f"could not export {checkpoint} as {fmt} ({type(err).__name__}: {reason})\n"
+                            f"  fix: try the other --format, or another torch/onnxscript version") from None
         figures = check_export(module, scratch, fmt, record)
         os.replace(scratch, out)
     finally:
@@ -187,7 +192,14 @@ def open_exported(path: Path, backend: str, device: torch.device) -> tuple[Calla
     if not text:
         raise UserError(f"{path} holds no record of its checkpoint (class names, test settings): not written by "
                         f"tools/export.py\n  fix: export the checkpoint with python tools/export.py")
-    return runner, json.loads(text)
+    try:
+        record = json.loads(text)
+    except ValueError as err:
+        record = err
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: the record of its checkpoint is damaged (not a JSON object)\n"
+                        f"  fix: export the checkpoint again with python tools/export.py")
+    return runner, record
 
 
 def load_exported_stream(path: str | Path, stream: str, backend: str, device: torch.device,

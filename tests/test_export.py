@@ -79,6 +79,17 @@ def test_bad_export_and_backend_inputs_are_named(tmp_path, monkeypatch):
     onnx.save(bare, str(tmp_path / "bare.onnx"))
     with pytest.raises(UserError, match="holds no record of its checkpoint"):
         predict.Predictor(spatial=str(tmp_path / "bare.onnx"), backend="onnxruntime")
+    entry = bare.metadata_props.add()
+    entry.key, entry.value = export.RECORD_KEY, "{not json"
+    onnx.save(bare, str(tmp_path / "damaged.onnx"))
+    with pytest.raises(UserError, match="damaged.onnx: the record of its checkpoint is damaged"):
+        predict.Predictor(spatial=str(tmp_path / "damaged.onnx"), backend="onnxruntime")
+    # an exporter's own error is one message, and leaves no file
+    with monkeypatch.context() as m:
+        m.setattr(torch.jit, "trace", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("unsupported op\nmore")))
+        with pytest.raises(UserError, match=r"could not export .* as torchscript \(RuntimeError: unsupported op\)"):
+            run_export(str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "x.torchscript.pt"))
+    assert not list(tmp_path.glob("*x.torchscript.pt*"))
     # the optional packages missing: what needs them and how to install them
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(UserError, match=r"(?s)--backend onnxruntime needs the package onnxruntime.*requirements-extras"):
