@@ -40,11 +40,14 @@ class EpochRecord:
 class Logger:
     """A backend; each method does nothing unless the backend records that kind of thing."""
 
+    draws_figures = False  # whether test_pass wants the confusion matrix drawn
+
     def epoch(self, record: EpochRecord) -> None:
         pass
 
-    def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
-        pass
+    def test_pass(self, epoch: int, tag: str, confusion) -> None:
+        """``confusion``: the test pass's confusion-matrix figure (matplotlib), None unless
+        ``draws_figures``; the caller closes it."""
 
     def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
         pass
@@ -87,9 +90,10 @@ class TensorBoardBackend(Logger):
         self.writer.add_scalar("speed/epoch_seconds", record.seconds, record.epoch)
         self.writer.flush()
 
-    def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
-        figure = confusion_figure(labels, scores.argmax(axis=1), classes, f"{tag} confusion matrix (epoch {epoch})")
-        self.writer.add_figure(f"{tag}/confusion_matrix", figure, epoch)  # closes the figure
+    draws_figures = True
+
+    def test_pass(self, epoch: int, tag: str, confusion) -> None:
+        self.writer.add_figure(f"{tag}/confusion_matrix", confusion, epoch, close=False)
         self.writer.flush()
 
     def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
@@ -113,12 +117,10 @@ class WandbBackend(Logger):
         values.update({f"{record.selection}/{k}": v for k, v in record.test.items()})
         self.run.log(values, step=record.epoch)
 
-    def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
-        import matplotlib.pyplot as plt
+    draws_figures = True
 
-        figure = confusion_figure(labels, scores.argmax(axis=1), classes, f"{tag} confusion matrix (epoch {epoch})")
-        self.run.log({f"{tag}/confusion_matrix": self.wandb.Image(figure)}, step=epoch)
-        plt.close(figure)
+    def test_pass(self, epoch: int, tag: str, confusion) -> None:
+        self.run.log({f"{tag}/confusion_matrix": self.wandb.Image(confusion)}, step=epoch)
 
     def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
         self.run.summary.update(metrics)
@@ -138,8 +140,18 @@ class Loggers(Logger):
             backend.epoch(record)
 
     def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
-        for backend in self.backends:
-            backend.test_pass(epoch, tag, scores, labels, classes)
+        """A test pass's video scores: its confusion matrix, drawn once for every backend that
+        wants it (drawing is skipped when none does)."""
+        figure = None
+        if any(backend.draws_figures for backend in self.backends):
+            figure = confusion_figure(labels, scores.argmax(axis=1), classes, f"{tag} confusion matrix (epoch {epoch})")
+        try:
+            for backend in self.backends:
+                backend.test_pass(epoch, tag, figure if backend.draws_figures else None)
+        finally:
+            if figure is not None:
+                import matplotlib.pyplot as plt
+                plt.close(figure)
 
     def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
         for backend in self.backends:

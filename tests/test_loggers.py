@@ -9,6 +9,7 @@ import torch
 
 import engine
 import spatial_cnn
+from scorefiles import confusion_figure
 from tests.synth import make_dataset
 from tests.test_engine import spatial_args
 from utils import UserError
@@ -127,8 +128,12 @@ def test_wandb_receives_the_same_numbers_through_its_api(data, tmp_path, monkeyp
         calls["init"] = kwargs
         return Run()
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init, Image=lambda figure: "image"))
+    from engine import loggers
+    drawn = []
+    monkeypatch.setattr(loggers, "confusion_figure", lambda *a: drawn.append(a) or confusion_figure(*a))
     out = tmp_path / "run"
-    result = spatial_cnn.main(spatial_args(data, out, "--logger", "wandb", "--epochs", "2"))
+    result = spatial_cnn.main(spatial_args(data, out, "--logger", "wandb,tensorboard", "--epochs", "2"))
+    assert len(drawn) == 2  # one figure a test pass, for both backends
     assert calls["init"]["config"]["epochs"] == 2 and calls["init"]["dir"] == str(out)
     scalars = [(step, v) for step, v in calls["log"] if "train/loss" in v]
     assert [step for step, _ in scalars] == [1, 2]
