@@ -43,10 +43,12 @@ class NormalizedModel(torch.nn.Module):
         return self.model(self.normalizer(frames))
 
 
-def exportable(checkpoint: str | Path, class_ind: str | None = None) -> tuple[NormalizedModel, dict]:
+def exportable(checkpoint: str | Path, class_ind: str | None = None,
+               loaded: dict | None = None) -> tuple[NormalizedModel, dict]:
     """(the checkpoint's model behind its normalisation, in eval mode; its record: the
-    published checkpoint without the weights, with its class names)."""
-    record = publishable(load_checkpoint(checkpoint), checkpoint)
+    published checkpoint without the weights, with its class names). ``loaded``: the
+    checkpoint's contents when the caller already read them."""
+    record = publishable(loaded if loaded is not None else load_checkpoint(checkpoint), checkpoint)
     stream = record.get("stream")
     if stream not in ("spatial", "motion"):
         raise UserError(f"{checkpoint} names no stream (spatial or motion)\n  fix: use the file spatial_cnn.py / "
@@ -63,7 +65,8 @@ def input_shape(record: dict, batch: int) -> tuple[int, int, int, int]:
     return batch, record["in_channels"], size, size
 
 
-def export_stream(checkpoint: str | Path, out: str | Path, fmt: str, class_ind: str | None = None) -> dict:
+def export_stream(checkpoint: str | Path, out: str | Path, fmt: str, class_ind: str | None = None,
+                  loaded: dict | None = None) -> dict:
     """Write ``checkpoint``'s stream to ``out`` as ``fmt`` (onnx, torchscript), checked against
     PyTorch first; returns the check's figures (max_difference, largest_score, batches)."""
     if fmt not in EXPORT_SUFFIXES:
@@ -71,7 +74,7 @@ def export_stream(checkpoint: str | Path, out: str | Path, fmt: str, class_ind: 
     if fmt == "onnx":
         for package in ("onnx", "onnxscript", "onnxruntime"):
             optional_import(package, "ONNX export")
-    module, record = exportable(checkpoint, class_ind)
+    module, record = exportable(checkpoint, class_ind, loaded)
     out = Path(out)
     scratch = out.with_name(f".{out.name}.exporting")
     example = torch.randint(0, 256, input_shape(record, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -194,8 +197,8 @@ def open_exported(path: Path, backend: str, device: torch.device) -> tuple[Calla
                         f"tools/export.py\n  fix: export the checkpoint with python tools/export.py")
     try:
         record = json.loads(text)
-    except ValueError as err:
-        record = err
+    except ValueError:
+        record = None
     if not isinstance(record, dict):
         raise UserError(f"{path}: the record of its checkpoint is damaged (not a JSON object)\n"
                         f"  fix: export the checkpoint again with python tools/export.py")

@@ -35,14 +35,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_out(checkpoint: str, fmt: str) -> Path:
-    ckpt = load_checkpoint(checkpoint)
+def default_out(ckpt: dict, fmt: str) -> Path:
     recipe = ckpt.get("args", {}).get("recipe", "reference")
     return Path(f"{ckpt.get('stream', 'stream')}-{ckpt.get('arch', 'model')}-{recipe}{EXPORT_SUFFIXES[fmt]}")
 
 
 def main(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else default_out(args.checkpoint, args.format)
+    ckpt = load_checkpoint(args.checkpoint)  # read once: the default name and the export both need it
+    out = Path(args.out) if args.out else default_out(ckpt, args.format)
     if out.exists() and out.resolve() == Path(args.checkpoint).resolve():
         raise UserError(f"--out {out} is the checkpoint: exporting would replace it\n  fix: pass another --out")
     if not out.name.endswith(EXPORT_SUFFIXES[args.format]):
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
                         f"  fix: --out {out.name.split('.')[0]}{EXPORT_SUFFIXES[args.format]}")
     check_writable_file(out, "--out")
     started = time.perf_counter()
-    figures = export_stream(args.checkpoint, out, args.format, args.class_ind)
+    figures = export_stream(args.checkpoint, out, args.format, args.class_ind, loaded=ckpt)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)\n"
           f"  checked against PyTorch on random inputs, batches {' and '.join(map(str, figures['batches']))}: "
           f"max |difference| {figures['max_difference']:.3g}, largest |score| {figures['largest_score']:.3g}")
