@@ -39,7 +39,15 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
     p.add_argument("--recipe", default="reference", choices=RECIPE_NAMES,
                    help="reference: the two-stream reference's protocol; tsn: TSN's training and test choices "
                         "(see docs/training.md's table); flags given explicitly win over the recipe")
-    data = p.add_argument_group("data")
+    _add_data_arguments(p.add_argument_group("data"))
+    _add_model_arguments(p.add_argument_group("model"))
+    _add_training_arguments(p.add_argument_group("training"), stream)
+    _add_speed_arguments(p.add_argument_group("device and speed"))
+    return p
+
+
+def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
+    """Splits, frame layout, sampling, test views, loaders."""
     add_split_arguments(data)
     data.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS), help="frame layout preset")
     data.add_argument("--rgb-template", help="free RGB frame template, e.g. '{video}/img_{idx:05d}.jpg'")
@@ -81,7 +89,9 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                            "as a validation set for model selection and the scheduler (default 0: select on the "
                            "test list, as the reference)")
 
-    model = p.add_argument_group("model")
+
+def _add_model_arguments(model: argparse._ArgumentGroup) -> None:
+    """Architecture, initial weights, dropout, partial BN."""
     model.add_argument("--arch", default="resnet101", choices=ARCHS)
     model.add_argument("--pretrained", default="imagenet",
                        help="imagenet (= imagenet-v1, torchvision's IMAGENET1K_V1, the reference's) | imagenet-v2 | "
@@ -94,7 +104,9 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                        help="TSN's partial BN: every BatchNorm but the first keeps its statistics and affine "
                             "parameters (frozen) in training")
 
-    train = p.add_argument_group("training")
+
+def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None:
+    """Output folder, epochs, optimisation, schedule, resuming, logging."""
     train.add_argument("--output-dir", default=f"record/{stream}", help="checkpoints, logs, score file")
     train.add_argument("--epochs", type=int, default=50)
     train.add_argument("--batch-size", type=int, default=32, help="videos per step and process")
@@ -132,7 +144,9 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                             "loss, top-1/5, lr, samples/s, data-wait share, confusion matrices, hparams), wandb "
                             "(pip install wandb)")
 
-    speed = p.add_argument_group("device and speed")
+
+def _add_speed_arguments(speed: argparse._ArgumentGroup) -> None:
+    """Device, mixed precision, memory format, compilation."""
     speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     speed.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="mixed precision (bf16 where supported, else fp16); default: on for CUDA")
@@ -143,7 +157,6 @@ def get_args_parser(stream: str, description: str, add_help: bool = True) -> arg
                             "loader workers (frames must share one size); default: on for CUDA")
     speed.add_argument("--compile", action="store_true", help="torch.compile the model")
     speed.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
-    return p
 
 
 class _Unset:
