@@ -55,10 +55,16 @@ def test_tensorboard_holds_each_epochs_scalars_confusion_and_hparams(data, tmp_p
 
 
 def test_a_resumed_run_continues_the_event_file_without_repeating_epochs(data, tmp_path):
+    import shutil
     out = tmp_path / "run"
     spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "2"))
+    shutil.copy(out / "checkpoint.pth.tar", tmp_path / "epoch2.pth.tar")
     spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "3",
                                   "--resume", str(out / "checkpoint.pth.tar")))
+    assert [e.step for e in events(out / "tensorboard").Scalars("train/loss")] == [1, 2, 3]
+    # resumed again from epoch 2: epoch 3 is logged anew, not twice
+    spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "3",
+                                  "--resume", str(tmp_path / "epoch2.pth.tar")))
     assert [e.step for e in events(out / "tensorboard").Scalars("train/loss")] == [1, 2, 3]
     # --evaluate logs its test pass's confusion matrix and drops nothing
     spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--evaluate",
