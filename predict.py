@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_st
 from inference.windows import count_windows, plan_windows, segments
 from models.zoo import resolve_weights
 from scorefiles import check_fusion_weights, default_fusion_weights
-from utils import UserError, atomic_write, check_writable_file, default_workers, run_cli
+from utils import UserError, atomic_write, check_writable_file, default_workers, run_cli, same_file
 
 
 MAX_WINDOW_INPUTS = 2_000_000  # windows x positions planned for one video (about 100 MB of plans)
@@ -211,7 +210,7 @@ def check_outputs(args: argparse.Namespace, videos: list[Path]) -> None:
     seen: dict[Path, str] = {}
     for what, path in outputs.items():
         for other, existing in [*inputs.items(), *((o, p) for p, o in seen.items())]:
-            if _same_file(path, existing):
+            if same_file(path, existing):
                 raise UserError(f"{what} is {other}: writing it would replace it\n  fix: give another output path")
         seen[path] = what
     if args.annotate and Path(args.annotate).suffix.lower() not in ("", *ANNOTATE_SUFFIXES):
@@ -234,15 +233,6 @@ def check_encoder(suffix: str) -> None:
     if not opened:
         raise UserError(f"OpenCV on this machine has no encoder for {suffix} (--annotate)\n"
                         f"  fix: use --annotate with {'.mp4' if suffix == '.avi' else '.avi'}")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)  # hard links, and paths that differ only in spelling
-    except OSError:  # one of them does not exist (yet): no existing file can be replaced
-        return False
 
 
 def output_path(option: str, video: Path, several: bool, suffix: str, create: bool = True) -> Path:

@@ -135,6 +135,18 @@ def hold_lock(folder: Path, lock_name: str, holder: str, other: str):
     return lock
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether writing ``a`` would replace ``b``: the same path, or the same existing file under
+    another spelling or a hard link."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): no existing file can be replaced
+        return False
+
+
 def check_writable_file(path: str | Path, what: str) -> None:
     """Check before the work that ``path`` can be written (its folder exists and is writable)."""
     path = Path(path)

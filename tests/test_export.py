@@ -103,3 +103,16 @@ def test_the_default_name_says_stream_arch_and_recipe(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run_export(str(ckpt), "--format", "torchscript") == 0
     assert (tmp_path / "motion-resnet18-tsn.torchscript.pt").is_file()
+
+
+def test_an_output_that_is_the_checkpoint_under_another_name_is_refused(tmp_path):
+    """A hard link is the same file: exporting or converting over it would replace the input."""
+    import os
+
+    from tools import convert_weights
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar")
+    os.link(ckpt, tmp_path / "linked.torchscript.pt")
+    with pytest.raises(UserError, match="is the checkpoint"):
+        run_export(str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "linked.torchscript.pt"))
+    with pytest.raises(UserError, match="is SRC"):
+        convert_weights.main(convert_weights.get_args_parser().parse_args([str(ckpt), str(tmp_path / "linked.torchscript.pt")]))

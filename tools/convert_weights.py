@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from models import ARCHS, build_model  # noqa: E402
 from models.resnet import load_weights_file  # noqa: E402
-from utils import UserError, atomic_write, run_cli  # noqa: E402
+from utils import UserError, atomic_write, run_cli, same_file  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    if Path(args.out).exists() and Path(args.out).resolve() == Path(args.src).resolve():
+    if same_file(args.out, args.src):
         raise UserError(f"OUT {args.out} is SRC: converting would replace the source\n  fix: pass another OUT")
     state = load_weights_file(args.src)
     conv1 = state.get("conv1.weight")

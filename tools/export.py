@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import load_checkpoint  # noqa: E402
+from engine import load_checkpoint, model_name  # noqa: E402
 from inference.export import EXPORT_SUFFIXES, export_stream  # noqa: E402
-from utils import UserError, check_writable_file, run_cli  # noqa: E402
+from utils import UserError, check_writable_file, run_cli, same_file  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,14 +36,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def default_out(ckpt: dict, fmt: str) -> Path:
-    recipe = ckpt.get("args", {}).get("recipe", "reference")
-    return Path(f"{ckpt.get('stream', 'stream')}-{ckpt.get('arch', 'model')}-{recipe}{EXPORT_SUFFIXES[fmt]}")
+    return Path(model_name(ckpt) + EXPORT_SUFFIXES[fmt])
 
 
 def main(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)  # read once: the default name and the export both need it
     out = Path(args.out) if args.out else default_out(ckpt, args.format)
-    if out.exists() and out.resolve() == Path(args.checkpoint).resolve():
+    if same_file(out, args.checkpoint):
         raise UserError(f"--out {out} is the checkpoint: exporting would replace it\n  fix: pass another --out")
     if not out.name.endswith(EXPORT_SUFFIXES[args.format]):
         raise UserError(f"--out {out}: a {args.format} file's name ends in {EXPORT_SUFFIXES[args.format]} "
