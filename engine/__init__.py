@@ -18,7 +18,7 @@ module only from those above it; none but this file imports ``run``):
 """
 from .checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_SETTINGS, FIXED_SETTINGS, LEGACY_SETTINGS, PUBLISHED_KEYS,
                           apply_checkpoint_settings, check_compatible, check_stored_settings, load_checkpoint,
-                          publishable, save_checkpoint)
+                          model_name, publishable, save_checkpoint)
 from .cli import MAX_TEST_FRAMES, RECIPE_NAMES, apply_recipe, dataset_options, get_args_parser, parse_args
 from .distributed import World, init_distributed, resolve_device
 from .loops import Context, EpochTiming, GracefulStop, Meters, evaluate, topk_correct, train_one_epoch
@@ -28,7 +28,7 @@ from .schedule import build_scheduler, restore_schedule, scheduled_lr
 from .stream import Stream
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_SETTINGS", "FIXED_SETTINGS", "LEGACY_SETTINGS", "PUBLISHED_KEYS",
-           "apply_checkpoint_settings", "check_compatible", "check_stored_settings", "load_checkpoint", "publishable",
+           "apply_checkpoint_settings", "check_compatible", "check_stored_settings", "load_checkpoint", "model_name", "publishable",
            "save_checkpoint", "MAX_TEST_FRAMES", "RECIPE_NAMES", "apply_recipe", "dataset_options", "get_args_parser",
            "parse_args", "World", "init_distributed", "resolve_device", "Context", "GracefulStop", "Meters", "evaluate",
            "topk_correct", "train_one_epoch", "EpochTiming", "run", "OutputFolder", "plot_curves", "build_scheduler",

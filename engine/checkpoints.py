@@ -132,6 +132,12 @@ def publishable(ckpt: dict, path: str | Path) -> dict:
     return out
 
 
+def model_name(ckpt: dict) -> str:
+    """``<stream>-<arch>-<recipe>``: the name a published or exported stream goes by."""
+    recipe = ckpt.get("args", {}).get("recipe", "reference")
+    return f"{ckpt.get('stream', 'stream')}-{ckpt.get('arch', 'model')}-{recipe}"
+
+
 def check_compatible(ckpt: dict, path: str | Path, stream: str, arch: str, in_channels: int,
                      num_classes: int, model: nn.Module) -> dict[str, torch.Tensor]:
     """The checkpoint's state dict, after checking that it fits this stream and model; the

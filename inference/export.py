@@ -77,7 +77,8 @@ def export_stream(checkpoint: str | Path, out: str | Path, fmt: str, class_ind: 
     module, record = exportable(checkpoint, class_ind, loaded)
     out = Path(out)
     scratch = out.with_name(f".{out.name}.exporting")
-    example = torch.randint(0, 256, input_shape(record, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randint(0, 256, input_shape(record, 2), dtype=torch.uint8, generator=generator)
     try:
         try:
             with torch.no_grad():
@@ -158,14 +159,13 @@ class OnnxRuntimeModel:
 def load_runner(path: str | Path, backend: str, device: torch.device) -> tuple[Callable, dict]:
     """(a callable uint8 batch -> logits, the record stored in the file) of an exported stream."""
     path = Path(path)
-    suffix = EXPORT_SUFFIXES["onnx" if backend == "onnxruntime" else "torchscript"]
+    fmt = "onnx" if backend == "onnxruntime" else "torchscript"
     if not path.is_file():
         raise UserError(f"exported model not found: {path}\n  fix: write it with python tools/export.py CKPT "
-                        f"--format {'onnx' if backend == 'onnxruntime' else 'torchscript'}")
-    if not path.name.endswith(suffix):
-        raise UserError(f"{path} is not a {suffix} file, which --backend {backend} runs\n  fix: export the "
-                        f"checkpoint with python tools/export.py {path} --format "
-                        f"{'onnx' if backend == 'onnxruntime' else 'torchscript'}, or use --backend torch")
+                        f"--format {fmt}")
+    if not path.name.endswith(EXPORT_SUFFIXES[fmt]):
+        raise UserError(f"{path} is not a {EXPORT_SUFFIXES[fmt]} file, which --backend {backend} runs\n  fix: export "
+                        f"the checkpoint with python tools/export.py {path} --format {fmt}, or use --backend torch")
     return open_exported(path, backend, device)
 
 

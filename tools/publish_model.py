@@ -10,7 +10,6 @@ The default name is ``<stream>-<arch>-<recipe>``, e.g. ``spatial-resnet101-tsn-1
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from engine import load_checkpoint, publishable  # noqa: E402
+from engine import load_checkpoint, model_name, publishable  # noqa: E402
+from models.zoo import sha256_of  # noqa: E402
 from utils import UserError, atomic_write, run_cli  # noqa: E402
 
 
@@ -33,14 +33,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     published = publishable(load_checkpoint(args.checkpoint), args.checkpoint)
-    name = args.name or f"{published['stream']}-{published['arch']}-{published['args'].get('recipe', 'reference')}"
+    name = args.name or model_name(published)
     if "/" in name or not name:
         raise UserError(f"--name {name!r} must be a plain file name")
     out_dir = Path(args.out_dir)
     scratch = out_dir / f".{name}.publishing"
     with atomic_write(scratch) as f:
         torch.save(published, f)
-    digest = hashlib.sha256(scratch.read_bytes()).hexdigest()
+    digest = sha256_of(scratch)
     target = out_dir / f"{name}-{digest[:8]}.pth"
     os.replace(scratch, target)
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, sha256 {digest})")
