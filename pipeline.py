@@ -28,7 +28,7 @@ from pathlib import Path
 
 from dataloader.splits import SPLIT_FORMATS
 from dataloader.video import find_videos
-from utils import UserError, hold_lock, run_cli
+from utils import UserError, atomic_write, hold_lock, run_cli
 
 ROOT = Path(__file__).resolve().parent
 STAGES = ("splits", "frames", "flow", "spatial", "motion", "evaluate", "fusion")
@@ -213,7 +213,8 @@ def drop_short_videos(split_dir: Path, frames_dir: Path, min_frames: int) -> Non
         kept = [line for line in lines if not line.strip() or frames_of(line) >= min_frames]
         if len(kept) != len(lines):
             dropped |= {Path(line.split()[0]).stem for line in set(lines) - set(kept)}
-            lists.write_text("".join(f"{line}\n" for line in kept))
+            with atomic_write(lists, "w") as out:
+                out.write("".join(f"{line}\n" for line in kept))
     if dropped:
         names = sorted(dropped)
         print(f"warning: {len(names)} videos have fewer than {min_frames} frames, too short for a stack of "

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
+from utils import UserError, atomic_write
 
 
 def partial_folder(final: Path) -> Path:
@@ -49,11 +50,8 @@ def read_stamp(out_dir: Path, name: str) -> dict | None:
 
 
 def write_stamp(out_dir: Path, name: str, stamp: dict) -> None:
-    folder = Path(out_dir) / ".jobs"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(stamp, sort_keys=True))
-    os.replace(tmp, folder / f"{name}.json")
+    with atomic_write(Path(out_dir) / ".jobs" / f"{name}.json", "w") as f:
+        json.dump(stamp, f, sort_keys=True)
 
 
 def stale(out_dir: Path, name: str, stamp: dict) -> bool:
@@ -195,7 +193,6 @@ def resolve_shard(option: str | None, environ: dict | None = None) -> tuple[int,
     """(K, N) of this process: ``--shard K/N`` (K 0-based), else torchrun's RANK/WORLD_SIZE,
     else a Slurm job array's task id among SLURM_ARRAY_TASK_COUNT ids (MIN, MIN + STEP, ...,
     MAX), else (0, 1). Values that cannot be a shard are refused, never silently mapped."""
-    from utils import UserError
 
     env = os.environ if environ is None else environ
     if option:
