@@ -17,24 +17,25 @@ import numpy as np
 
 from dataloader.splits import add_split_arguments, split_from_args
 from scorefiles import ScoreFileError, check_fusion_weights, confusion_figure, default_fusion_weights, load_score_info, load_scores
+from guards import INPUT, OUTPUT, add_path, bound, check_io
 from utils import UserError, atomic_write, run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, add_help=add_help,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spatial", default="record/spatial/spatial_video_preds.pickle", help="spatial score file")
-    p.add_argument("--motion", default="record/motion/motion_video_preds.pickle", help="motion score file")
+    add_path(p, "--spatial", role=INPUT, default="record/spatial/spatial_video_preds.pickle", help="spatial score file")
+    add_path(p, "--motion", role=INPUT, default="record/motion/motion_video_preds.pickle", help="motion score file")
     p.add_argument("--stream", action="append", default=[], metavar="NAME=PATH",
                    help="a further stream's score file (repeatable)")
-    p.add_argument("--weights", type=float, nargs="+", default=None,
+    p.add_argument("--weights", type=bound("fusion_weight"), nargs="+", default=None,
                    help="one weight per stream, in the order spatial, motion, --stream... (default all 1, or "
                         "TSN's 1 1.5 when both score files come from --recipe tsn)")
     p.add_argument("--softmax", action="store_true", help="turn each video's scores into probabilities first")
     add_split_arguments(p)
-    p.add_argument("--json", help="write {stream: {top1, top5}, ..., 'fusion': ..., 'videos': N} here")
-    p.add_argument("--per-class", help="write per-class top-1 of each stream and of the fusion to this CSV")
-    p.add_argument("--confusion", help="draw the fused confusion matrix to this PNG")
+    add_path(p, "--json", role=OUTPUT, help="write {stream: {top1, top5}, ..., 'fusion': ..., 'videos': N} here")
+    add_path(p, "--per-class", role=OUTPUT, help="write per-class top-1 of each stream and of the fusion to this CSV")
+    add_path(p, "--confusion", role=OUTPUT, help="draw the fused confusion matrix to this PNG")
     return p
 
 
@@ -94,6 +95,7 @@ def fuse(args: argparse.Namespace) -> dict:
         if not sep or not name or not path or name in paths or name == "fusion":
             raise UserError(f"--stream wants NAME=PATH with a new name, got {item!r}")
         paths[name] = path
+    check_io(get_args_parser(), args, inputs={f"--stream {name}={path}": path for name, path in paths.items()})
     infos = {name: load_score_info(path) for name, path in paths.items()}
     check_streams(infos, paths)
     weights = args.weights or default_fusion_weights({n: info.get("recipe") for n, info in infos.items()})

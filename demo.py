@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from guards import OUTPUT, add_path, bound
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -33,17 +35,22 @@ def run(step: str, command: list[str], env: dict) -> None:
     print(f"({time.time() - started:.0f}s)", flush=True)
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", type=Path, default=Path("demo_out"))
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--workers", type=int, default=2)
+    add_path(p, "--output-dir", role=OUTPUT, folder=True, type=Path, default=Path("demo_out"),
+             help="the synthetic data and every stage's output")
+    p.add_argument("--epochs", type=bound("epochs"), default=30)
+    p.add_argument("--workers", type=bound("processes"), default=2)
     p.add_argument("--progress", action="store_true", help="show the progress bars of every step")
     p.add_argument("--recipe", default="reference", choices=["reference", "tsn"], help="the streams' --recipe")
     p.add_argument("--device", default="cpu", help="where the streams train and test (the table above is the CPU's)")
-    p.add_argument("--videos-per-class", type=int, default=12, help="synthetic videos a class (4 are test videos)")
+    p.add_argument("--videos-per-class", type=bound("videos_per_class"), default=12, help="synthetic videos a class (4 are test videos)")
     p.add_argument("--flow-method", default="tvl1", help="tools/compute_flow.py --method")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
 
     out = args.output_dir.resolve()
     data = out / "data"

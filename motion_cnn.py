@@ -10,6 +10,7 @@ import argparse
 import engine
 from dataloader import MOTION_SCALES, MotionDataset, motion_normalizer, stream_sources
 from dataloader.transforms import FLOW_MEAN
+from guards import INPUT, add_path, bound
 from utils import run_cli
 
 # --recipe: values of the arguments not given explicitly. The reference is the defaults; TSN's
@@ -27,14 +28,14 @@ RECIPES = {
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = engine.get_args_parser("motion", __doc__, add_help)
-    parser.add_argument("--flow-root", default="data/tvl1_flow", help="folder of optical flow (u/ and v/)")
-    parser.add_argument("--stack-length", type=int, default=10, help="flow frames per stack (2L input channels)")
+    add_path(parser, "--flow-root", role=INPUT, folder=True, default="data/tvl1_flow", help="folder of optical flow (u/ and v/)")
+    parser.add_argument("--stack-length", type=bound("stack_length"), default=10, help="flow frames per stack (2L input channels)")
     parser.add_argument("--reference-stack-order", action="store_true",
                         help="the reference repo's rotated channel order, for its released checkpoints")
-    parser.add_argument("--flow-std", type=float, default=1.0,
+    parser.add_argument("--flow-std", type=bound("flow_std"), default=1.0,
                         help="flow in [0,1] minus --flow-mean is divided by this (mmaction2's flow models: "
                              "--flow-mean 0.502 --flow-std 0.502, i.e. (x - 128) / 128 on 0..255)")
-    parser.add_argument("--flow-mean", type=float, default=FLOW_MEAN,
+    parser.add_argument("--flow-mean", type=bound("flow_mean"), default=FLOW_MEAN,
                         help="subtracted from flow in [0,1]; the reference's checkpoints want 0")
     parser.set_defaults(batch_size=64, lr=1e-2, epochs=150, segments=1, crop_scales=list(MOTION_SCALES))
     return parser

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from dataloader.splits import SPLIT_FORMATS
 from dataloader.video import find_videos
-from utils import UserError, atomic_write, hold_lock, run_cli
+from guards import INPUT, OUTPUT, add_path, bound, check_io
+from utils import UserError, atomic_write, hold_lock, run_cli, sha256_of
 
 ROOT = Path(__file__).resolve().parent
 STAGES = ("splits", "frames", "flow", "spatial", "motion", "evaluate", "fusion")
@@ -36,23 +37,23 @@ STAGES = ("splits", "frames", "flow", "spatial", "motion", "evaluate", "fusion")
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("video_dir", type=Path, help="folder of videos (VIDEO_DIR/<class>/<video> without a split)")
-    p.add_argument("out_dir", type=Path, help="where every stage writes")
+    add_path(p, "video_dir", role=INPUT, folder=True, type=Path, help="folder of videos (VIDEO_DIR/<class>/<video> without a split)")
+    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="where every stage writes")
     split = p.add_argument_group("split (default: lists made by tools/make_splits.py in OUT_DIR/splits)")
-    split.add_argument("--split-dir", help="UCF101 or HMDB51 split files")
+    add_path(split, "--split-dir", role=INPUT, folder=True, help="UCF101 or HMDB51 split files")
     split.add_argument("--split-format", choices=SPLIT_FORMATS, default=None)
-    split.add_argument("--train-list", help="mmaction2 training list (video lists: paths relative to VIDEO_DIR)")
-    split.add_argument("--test-list", help="mmaction2 test list")
-    split.add_argument("--class-names", help="mmaction2 class names file")
+    add_path(split, "--train-list", role=INPUT, help="mmaction2 training list (video lists: paths relative to VIDEO_DIR)")
+    add_path(split, "--test-list", role=INPUT, help="mmaction2 test list")
+    add_path(split, "--class-names", role=INPUT, help="mmaction2 class names file")
     split.add_argument("--allow-absolute-paths", action="store_true",
                        help="mmaction2 lists: entries may be absolute paths outside VIDEO_DIR (with --class-names)")
-    split.add_argument("--split", type=int, default=1)
-    split.add_argument("--test-fraction", type=float, default=0.3, help="make_splits: share of each class in test")
+    split.add_argument("--split", type=bound("split"), default=1)
+    split.add_argument("--test-fraction", type=bound("test_fraction"), default=0.3, help="make_splits: share of each class in test")
     split.add_argument("--group-pattern", help="make_splits: regular expression naming a video's group")
     prep = p.add_argument_group("preprocessing")
-    prep.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"), help="frame size")
+    prep.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"), help="frame size")
     prep.add_argument("--flow-method", default="tvl1", help="tools/compute_flow.py --method")
-    prep.add_argument("--workers", type=int, default=None,
+    prep.add_argument("--workers", type=bound("processes"), default=None,
                       help="processes for extraction and flow, and the training scripts' loader workers")
     p.add_argument("--recipe", default="reference", choices=["reference", "tsn"], help="both streams' --recipe")
     p.add_argument("--restart", action="store_true", help="redo every stage (the frames and flow of finished "
@@ -60,16 +61,44 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+# flags that change only speed or placement, never a stage's output: left out of its fingerprint
+SPEED_FLAGS = {"--workers": 1, "--device": 1, "--batch": 1, "--test-batch-size": 1, "--logger": 1, "--compile": 0,
+               "--no-compile": 0, "--channels-last": 0, "--no-channels-last": 0, "--device-resize": 0,
+               "--no-device-resize": 0}  # flag -> values it takes
+# flags a finished training stage goes on with, from its checkpoint, when nothing else changed
+RESUMABLE_FLAGS = {"--epochs": 1}
+
+
+def command_parts(command: list[str]) -> dict[str, list[str]]:
+    """A command's words as {'shaping': what its output depends on, 'resumable': RESUMABLE_FLAGS
+    with their values}; SPEED_FLAGS are left out."""
+    parts: dict[str, list[str]] = {"shaping": [], "resumable": []}
+    words = list(map(str, command))
+    i = 0
+    while i < len(words):
+        flag = words[i].split("=", 1)[0]
+        table = SPEED_FLAGS if flag in SPEED_FLAGS else RESUMABLE_FLAGS if flag in RESUMABLE_FLAGS else {}
+        width = 1 if "=" in words[i] else 1 + table.get(flag, 0)
+        if table is not SPEED_FLAGS:
+            parts["resumable" if table is RESUMABLE_FLAGS else "shaping"] += words[i:i + width]
+        i += width
+    return parts
+
+
 class Stage:
     """Runs one stage's commands as child processes and remembers what it was made from.
 
-    A stage that finished leaves ``.stage-NAME.done`` holding its fingerprint: its command and,
-    for the stages that read the videos, every video's size and modification time, chained with
-    the fingerprint of the stage before it. The next run skips a stage whose fingerprint is
-    unchanged and redoes, saying why, one whose inputs or flags changed, and every stage after
-    it. ``.stage-NAME.started`` tells an interrupted stage (resumed) from a changed one (redone
-    afresh). SIGINT/SIGTERM go to the child, whose own handling (a checkpoint, finished videos)
-    is what a later run resumes from; a child outlives no killed pipeline (PR_SET_PDEATHSIG)."""
+    A stage that finished leaves ``.stage-NAME.done`` holding its fingerprint: its command's
+    words that shape its output (not SPEED_FLAGS) and, for the stages that read the videos,
+    every video's size and content hash, chained with the fingerprint of the stage before it.
+    The next run skips a stage whose fingerprint is unchanged and otherwise says why it runs
+    again: an interrupted stage (``.stage-NAME.started`` holds its fingerprint) goes on; a
+    preprocessing stage goes on too (its tools redo only what changed); a training stage goes
+    on from its checkpoint when only RESUMABLE_FLAGS changed. Output that would be made afresh
+    is moved aside first (``NAME.replaced-K``), never overwritten; only --restart replaces it.
+    SIGINT/SIGTERM go to the child (once: it runs in its own process group), whose own handling
+    (a checkpoint, finished videos) is what a later run resumes from; a child outlives no killed
+    pipeline (PR_SET_PDEATHSIG)."""
 
     def __init__(self, out_dir: Path, restart: bool):
         self.out_dir, self.restart = out_dir, restart
@@ -80,24 +109,26 @@ class Stage:
         return self.out_dir / f".stage-{name}.{kind}"
 
     def fingerprint(self, commands: tuple[list[str], ...], videos: dict | None) -> dict:
-        parts = {"commands": [list(map(str, c)) for c in commands], "previous": self.previous}
+        split = [command_parts(c) for c in commands]
+        parts = {"commands": [c["shaping"] for c in split], "resumable": [c["resumable"] for c in split],
+                 "previous": self.previous}
         if videos is not None:
             parts["videos"] = videos
         return {"hash": hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), "parts": parts}
 
-    def why_changed(self, name: str, now: dict) -> str | None:
-        """None when the stage finished from the same inputs and flags, else why it is redone."""
+    def _written(self, name: str) -> dict | None | str:
+        """The finished stage's fingerprint; 'legacy' for a marker from before fingerprints."""
         try:
             written = json.loads(self.marker(name).read_text() or "null")
         except (OSError, ValueError):
-            return "not finished"
-        if written is None:  # a marker of a pipeline from before fingerprints: taken as it is
             return None
-        if written.get("hash") == now["hash"]:
-            return None
-        old, new = written.get("parts", {}), now["parts"]
+        return written if isinstance(written, dict) else "legacy"
+
+    @staticmethod
+    def differences(old: dict, new: dict) -> list[str]:
+        """Why a stage's fingerprint changed, in words."""
         reasons = []
-        if old.get("videos") != new.get("videos") and "videos" in new:
+        if "videos" in new and old.get("videos") != new["videos"]:
             before, after = old.get("videos", {}), new["videos"]
             added, removed = set(after) - set(before), set(before) - set(after)
             replaced = [v for v in set(before) & set(after) if before[v] != after[v]]
@@ -105,34 +136,72 @@ class Stage:
                            f"{len(replaced)} replaced)")
         if old.get("commands") != new["commands"]:
             reasons.append("its flags changed")
+        if old.get("resumable", new["resumable"]) != new["resumable"]:
+            reasons.append(f"{' '.join(RESUMABLE_FLAGS)} changed")
         if old.get("previous") != new["previous"]:
             reasons.append("an earlier stage was redone")
-        return "; ".join(reasons) or "its inputs changed"
+        return reasons or ["its inputs changed"]
+
+    def plan(self, name: str, now: dict, training: bool) -> tuple[str | None, str]:
+        """(why the stage runs, or None; how: 'skip', 'resume' or 'fresh')."""
+        if self.restart:
+            return "--restart", "fresh"
+        written = self._written(name)
+        if isinstance(written, dict) and written.get("hash") == now["hash"]:
+            return None, "skip"
+        if written == "legacy":
+            return "made by an older pipeline, checked again", "resume"
+        if self._started(name) == now["hash"]:
+            return "interrupted, going on", "resume"
+        if written is None and self._started(name) is None:
+            return "not finished", "fresh"
+        old = written if isinstance(written, dict) else {"parts": {}}
+        reasons = self.differences(old.get("parts", {}), now["parts"])
+        only_resumable = reasons == [f"{' '.join(RESUMABLE_FLAGS)} changed"]
+        if not training:  # the tools redo only the videos whose output is stale
+            return "; ".join(reasons), "fresh" if "its flags changed" in reasons else "resume"
+        return "; ".join(reasons), "resume" if only_resumable else "fresh"
 
     def run(self, name: str, *commands: list[str], videos: dict | None = None, always: bool = False,
-            fresh: list[str] | None = None, resume: list[str] | None = None) -> None:
+            output: Path | None = None, training: bool = False, fresh: list[str] | None = None,
+            resume: list[str] | None = None) -> None:
         """Run the stage's commands one after the other, unless it finished from the same inputs.
-        ``fresh``/``resume``: flags appended to each command when the stage starts anew or goes
-        on after an interruption (a training stage: --overwrite, --resume auto)."""
+        ``output``: the folder it writes (moved aside before it is made afresh). ``fresh``/
+        ``resume``: flags appended to each command when it starts anew or goes on (a training
+        stage: --overwrite, --resume auto)."""
         self.number += 1
         head = f"== [{self.number}/{len(STAGES)}] {name}"
         now = self.fingerprint(commands, videos)
         self.previous = now["hash"]
-        why = ("--restart" if self.marker(name).exists() else "not finished") if self.restart else \
-            self.why_changed(name, now)
-        if why is None and not always:
+        why, how = self.plan(name, now, training)
+        if how == "skip" and not always:
             print(f"{head}: done in an earlier run, skipped", flush=True)
             return
-        started = self._started(name)
-        goes_on = not self.restart and started in (None, now["hash"])  # interrupted with these inputs
         print(head + (f" (again: {why})" if why not in (None, "not finished") else ""), flush=True)
+        if how == "fresh" and not self.restart and output is not None:
+            self._move_aside(output, why or "")
         self.marker(name).unlink(missing_ok=True)
-        self.marker(name, "started").write_text(now["hash"])
+        with atomic_write(self.marker(name, "started"), "w") as f:
+            f.write(now["hash"])
         began = time.time()
         for command in commands:
-            self._call(name, [*command, *((resume if goes_on else fresh) or [])])
-        self.marker(name).write_text(json.dumps(now))
+            self._call(name, [*command, *((resume if how == "resume" else fresh) or [])])
+        with atomic_write(self.marker(name), "w") as f:
+            json.dump(now, f)
         print(f"({time.time() - began:.0f}s)", flush=True)
+
+    @staticmethod
+    def _move_aside(output: Path, why: str) -> None:
+        """Keep earlier output that a changed stage would replace: OUTPUT.replaced-K."""
+        if not output.exists() or (output.is_dir() and not any(output.iterdir())):
+            return
+        k = 1
+        while output.with_name(f"{output.name}.replaced-{k}").exists():
+            k += 1
+        aside = output.with_name(f"{output.name}.replaced-{k}")
+        output.rename(aside)
+        print(f"   the earlier {output.name}/ was made with other inputs or flags ({why}): kept as {aside}; delete "
+              f"it when you no longer need it", flush=True)
 
     def _started(self, name: str) -> str | None:
         try:
@@ -147,8 +216,10 @@ class Stage:
     @staticmethod
     def _call(name: str, command: list[str]) -> None:
         print(f"$ {' '.join(command)}", flush=True)
-        child = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=child_environment(),
-                                 preexec_fn=_die_with_parent)
+        script = [str(ROOT / command[0]), *command[1:]] if command[0].endswith(".py") else command
+        # its own process group: a terminal's Ctrl-C reaches the pipeline alone, which passes it on once
+        child = subprocess.Popen([sys.executable, *script], env=child_environment(), preexec_fn=_die_with_parent,
+                                 process_group=0)
         previous = {sig: signal.signal(sig, lambda signum, frame: child.send_signal(signum))
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -182,12 +253,28 @@ def _die_with_parent() -> None:
         pass
 
 
-def video_stamps(video_dir: Path) -> dict[str, list[int]]:
-    """{relative path: [bytes, mtime_ns]} of every video under ``video_dir``."""
-    stamps = {}
+def video_stamps(video_dir: Path, cache_file: Path) -> dict[str, list]:
+    """{relative path: [bytes, sha256]} of every video under ``video_dir``: what a video is, so
+    that touching one changes nothing. A video is hashed again only when its size or
+    modification time differ from ``cache_file``'s record of them."""
+    try:
+        cache = json.loads(cache_file.read_text())
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    stamps, fresh = {}, {}
     for video in find_videos(video_dir):
-        info = video.stat()
-        stamps[str(video.relative_to(video_dir))] = [info.st_size, info.st_mtime_ns]
+        info, name = video.stat(), str(video.relative_to(video_dir))
+        known = cache.get(name)
+        if isinstance(known, list) and len(known) == 3 and known[:2] == [info.st_size, info.st_mtime_ns]:
+            digest = known[2]
+        else:
+            digest = sha256_of(video)
+        fresh[name] = [info.st_size, info.st_mtime_ns, digest]
+        stamps[name] = [info.st_size, digest]
+    if fresh != cache:
+        with atomic_write(cache_file, "w") as f:
+            json.dump(fresh, f)
     return stamps
 
 
@@ -259,46 +346,77 @@ def split_flags(args: argparse.Namespace, split_dir: Path | None) -> list[str]:
     return flags
 
 
+PATH_OPTIONS = ("video_dir", "out_dir", "split_dir", "train_list", "test_list", "class_names")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args, training_flags = get_args_parser().parse_known_args(argv)
-    out = args.out_dir.resolve()
+    parser = get_args_parser()
+    args, training_flags = parser.parse_known_args(argv)
+    for name in PATH_OPTIONS:  # the stages may run from another folder: every path absolute first
+        if getattr(args, name):
+            setattr(args, name, Path(getattr(args, name)).absolute())
+    check_io(parser, args)
     if not args.video_dir.is_dir():
         raise UserError(f"video folder not found: {args.video_dir}")
+    out = args.out_dir.resolve()
+    streams = training_commands(args, training_flags, out, split_dir_of(args, out))
+    check_training_flags(streams)  # a misspelled flag fails now, not after hours of frames and flow
     lock = lock_out_dir(out)
     try:
-        return run_stages(args, training_flags, out)
+        return run_stages(args, training_flags, out, streams)
     finally:
         lock.close()
 
 
-def run_stages(args: argparse.Namespace, training_flags: list[str], out: Path) -> int:
+def split_dir_of(args: argparse.Namespace, out: Path) -> Path | None:
+    """The split lists' folder: given, none (mmaction2 lists), or the one the pipeline makes."""
+    return args.split_dir if args.split_dir else (None if args.train_list else out / "splits")
+
+
+def training_commands(args: argparse.Namespace, training_flags: list[str], out: Path,
+                      split_dir: Path | None) -> dict[str, list[str]]:
+    """Each stream's training command (script and flags)."""
+    workers = [] if args.workers is None else ["--workers", str(args.workers)]
+    common = [*split_flags(args, split_dir), "--recipe", args.recipe, *workers, *training_flags]
+    return {"spatial": ["spatial_cnn.py", "--data-root", str(out / "frames"), "--output-dir", str(out / "spatial"),
+                        *common],
+            "motion": ["motion_cnn.py", "--flow-root", str(out / "flow"), "--output-dir", str(out / "motion"),
+                       *common]}
+
+
+def check_training_flags(streams: dict[str, list[str]]) -> None:
+    """Parse each training command as its script will (flags, their values, their bounds)."""
+    import motion_cnn
+    import spatial_cnn
+
+    for name, module in (("spatial", spatial_cnn), ("motion", motion_cnn)):
+        module.parse_args(streams[name][1:])
+
+
+def run_stages(args: argparse.Namespace, training_flags: list[str], out: Path, streams: dict[str, list[str]]) -> int:
     stage = Stage(out, args.restart)
-    videos = video_stamps(args.video_dir)
+    videos = video_stamps(args.video_dir, out / ".video-hashes.json")
     workers = [] if args.workers is None else ["--workers", str(args.workers)]
 
     # split lists: given, or made from the class folders
     given = args.split_dir or args.train_list
-    split_dir = Path(args.split_dir) if args.split_dir else (None if given else out / "splits")
+    split_dir = split_dir_of(args, out)
     if given:
         stage.skip("splits", f"given ({args.split_dir or args.train_list})")
         stage.previous = files_fingerprint([args.split_dir, args.train_list, args.test_list, args.class_names])
     else:
         extra = ["--group-pattern", args.group_pattern] if args.group_pattern else []
         stage.run("splits", ["tools/make_splits.py", str(args.video_dir), str(split_dir), "--test-fraction",
-                             str(args.test_fraction), *extra], videos=videos)
+                             str(args.test_fraction), *extra], videos=videos, output=split_dir)
     stage.run("frames", ["tools/extract_frames.py", str(args.video_dir), str(out / "frames"), "--size",
-                         *map(str, args.size), *workers], videos=videos)
+                         *map(str, args.size), *workers], videos=videos, output=out / "frames")
     if not given:  # the lists were made from the videos: drop those too short for the motion stream
         drop_short_videos(split_dir, out / "frames", stack_length(training_flags) + 1)
     stage.run("flow", ["tools/compute_flow.py", str(out / "frames"), str(out / "flow"), "--method",
-                       args.flow_method, *workers])
-
-    common = [*split_flags(args, split_dir), "--recipe", args.recipe, *workers, *training_flags]
-    streams = {"spatial": ["spatial_cnn.py", "--data-root", str(out / "frames"), "--output-dir", str(out / "spatial")],
-               "motion": ["motion_cnn.py", "--flow-root", str(out / "flow"), "--output-dir", str(out / "motion")]}
+                       args.flow_method, *workers], output=out / "flow")
     for name, command in streams.items():  # afresh when new or changed, else on from the checkpoint
-        stage.run(name, [*command, *common], fresh=["--overwrite"], resume=["--resume", "auto"])
-    stage.run("evaluate", *[[*command, *common, "--evaluate", "--resume", str(out / name / "model_best.pth.tar")]
+        stage.run(name, command, output=out / name, training=True, fresh=["--overwrite"], resume=["--resume", "auto"])
+    stage.run("evaluate", *[[*command, "--evaluate", "--resume", str(out / name / "model_best.pth.tar")]
                             for name, command in streams.items()])
     stage.run("fusion", ["average_fusion.py", "--spatial", str(out / "spatial" / "spatial_video_preds.pickle"),
                          "--motion", str(out / "motion" / "motion_video_preds.pickle"), *split_flags(args, split_dir),

@@ -40,7 +40,8 @@ from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_st
 from inference.windows import count_windows, plan_windows, segments
 from models.zoo import resolve_weights
 from scorefiles import check_fusion_weights, default_fusion_weights
-from utils import UserError, atomic_write, check_writable_file, default_workers, run_cli, same_file
+from guards import INPUT, OUTPUT, add_path, bound, check_io
+from utils import UserError, atomic_write, check_writable_file, default_workers, run_cli
 
 
 MAX_WINDOW_INPUTS = 2_000_000  # windows x positions planned for one video (about 100 MB of plans)
@@ -125,40 +126,40 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("videos", nargs="+", help="video files or folders of videos")
-    p.add_argument("--spatial", help="checkpoint of spatial_cnn.py (model_best.pth.tar)")
-    p.add_argument("--motion", help="checkpoint of motion_cnn.py")
-    p.add_argument("--weights", type=float, nargs="+", default=None,
+    add_path(p, "videos", role=INPUT, nargs="+", help="video files or folders of videos")
+    add_path(p, "--spatial", role=INPUT, help="checkpoint of spatial_cnn.py (model_best.pth.tar)")
+    add_path(p, "--motion", role=INPUT, help="checkpoint of motion_cnn.py")
+    p.add_argument("--weights", type=bound("fusion_weight"), nargs="+", default=None,
                    help="spatial and motion weights (default 1 1, or TSN's 1 1.5 for two --recipe tsn checkpoints)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=bound("topk"), default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json", help="write one record per video (a JSON list) here")
-    p.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"),
+    add_path(p, "--json", role=OUTPUT, help="write one record per video (a JSON list) here")
+    p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"),
                    help="frame size of training (tools/extract_frames.py --size); 0 0 keeps the video's")
     p.add_argument("--flow-method", choices=[*CPU_METHODS, "tvl1-torch"], default=None,
                    help="as tools/compute_flow.py (default: tvl1-torch on CUDA, else OpenCV's tvl1)")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=bound("processes"), default=default_workers(),
                    help="processes for OpenCV's flow (tvl1, farneback); 1 computes it in this process")
-    p.add_argument("--bound", type=float, default=20.0, help="flow bound of tools/compute_flow.py")
-    p.add_argument("--jpeg-quality", type=int, default=90,
+    p.add_argument("--bound", type=bound("bound"), default=20.0, help="flow bound of tools/compute_flow.py")
+    p.add_argument("--jpeg-quality", type=bound("jpeg_quality"), default=90,
                    help="frames and flow pass through JPEG at this quality, as extract_frames.py/compute_flow.py "
                         "store them for training (--quality there); 0 skips it")
-    p.add_argument("--class-ind", help="classInd.txt, for checkpoints without class names")
+    add_path(p, "--class-ind", role=INPUT, help="classInd.txt, for checkpoints without class names")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="what runs the streams: torch (checkpoints), or onnxruntime / torchscript (the .onnx / "
                         ".torchscript.pt files of tools/export.py)")
     timeline = p.add_argument_group("timeline (long videos)")
-    timeline.add_argument("--window", type=float, help="classify windows of this many seconds as well")
-    timeline.add_argument("--stride", type=float, help="seconds between window starts (default: --window)")
-    timeline.add_argument("--window-frames", type=int, default=None,
+    timeline.add_argument("--window", type=bound("seconds"), help="classify windows of this many seconds as well")
+    timeline.add_argument("--stride", type=bound("seconds"), help="seconds between window starts (default: --window)")
+    timeline.add_argument("--window-frames", type=bound("window_frames"), default=None,
                           help="test positions a window (default: the checkpoint's --test-frames)")
-    timeline.add_argument("--min-score", type=float, default=0.0,
+    timeline.add_argument("--min-score", type=bound("probability"), default=0.0,
                           help="a window whose top probability is below this is 'no confident action' in the "
                                "segment table")
-    timeline.add_argument("--csv", help="write every window's top-k (fused and per stream) to this CSV")
-    p.add_argument("--plot", help="draw the timeline (class probability over time) to this PNG; a folder with "
+    add_path(timeline, "--csv", role=OUTPUT, help="write every window's top-k (fused and per stream) to this CSV")
+    add_path(p, "--plot", role=OUTPUT, help="draw the timeline (class probability over time) to this PNG; a folder with "
                                   "several videos")
-    p.add_argument("--annotate", help="write the video with the current top class drawn on each frame to this "
+    add_path(p, "--annotate", role=OUTPUT, help="write the video with the current top class drawn on each frame to this "
                                       "file (.mp4 or .avi); a folder with several videos")
     return p
 
@@ -191,28 +192,19 @@ def check_args(args: argparse.Namespace) -> None:
 
 def check_outputs(args: argparse.Namespace, videos: list[Path]) -> None:
     """Refuse, before any work, an output that is one of the inputs (a video, a checkpoint, the
-    class list) or another output: writing it would replace what is read."""
-    inputs = {f"the video {v}": v for v in videos}
-    inputs.update({f"--{flag} {getattr(args, flag)}": Path(getattr(args, flag))
-                   for flag in ("spatial", "motion", "class_ind") if getattr(args, flag)})
+    class list) or another output, also the per-video files of a folder output (guards.check_io)."""
     several = len(videos) > 1
-    outputs = {f"--{flag} {getattr(args, flag)}": Path(getattr(args, flag))
-               for flag in ("json", "csv") if getattr(args, flag)}
+    outputs = {}
     for flag, suffix in (("plot", "_timeline.png"), ("annotate", "_annotated.mp4")):
         option = getattr(args, flag)
         if not option:
             continue
         if not several and Path(option).is_dir():
             raise UserError(f"--{flag} {option} is a folder\n  fix: pass a file name (a folder is for several videos)")
-        for video in videos:
-            path = output_path(option, video, several, suffix, create=False)
-            outputs[f"--{flag} {path}"] = path
-    seen: dict[Path, str] = {}
-    for what, path in outputs.items():
-        for other, existing in [*inputs.items(), *((o, p) for p, o in seen.items())]:
-            if same_file(path, existing):
-                raise UserError(f"{what} is {other}: writing it would replace it\n  fix: give another output path")
-        seen[path] = what
+        if several:
+            outputs.update({f"--{flag} for {v.name}: {output_path(option, v, True, suffix, create=False)}":
+                            output_path(option, v, True, suffix, create=False) for v in videos})
+    check_io(get_args_parser(), args, inputs={f"the video {v}": v for v in videos}, outputs=outputs)
     if args.annotate and Path(args.annotate).suffix.lower() not in ("", *ANNOTATE_SUFFIXES):
         raise UserError(f"--annotate {args.annotate}: write an .mp4 or .avi file (or a folder for several videos)")
     if args.annotate:

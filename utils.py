@@ -66,19 +66,18 @@ TEMP_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
-    A crash or a full disk never leaves a truncated file where a good one was. The file gets
-    the permissions of a plain ``open`` (0666 less the umask), not mkstemp's 0600."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file name beside ``path``, unique to this call (two processes writing one
+    target never share it), for writers that need a name (OpenCV's video writer, ONNX): when
+    the block ends without error it is renamed over ``path``, else removed. The file gets the
+    permissions of a plain ``open`` (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX + path.suffix, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -86,10 +85,21 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
+    """Open a temporary file beside ``path`` (:func:`atomic_path`); on success fsync it and
+    rename it over ``path``. A crash or a full disk never leaves a truncated file where a good
+    one was."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporary files that killed atomic writes left in ``folder``."""
     removed = []
-    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}*"):
         with contextlib.suppress(OSError):
             tmp.unlink()
             removed.append(tmp)
@@ -133,6 +143,17 @@ def hold_lock(folder: Path, lock_name: str, holder: str, other: str):
     lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
     lock.flush()
     return lock
+
+
+def sha256_of(path: str | Path) -> str:
+    """The sha256 of a file, read in blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

@@ -20,15 +20,16 @@ import torch  # noqa: E402
 from inference.export import EXPORT_SUFFIXES, export_stream, exportable, load_runner  # noqa: E402
 from models import ARCHS  # noqa: E402
 from benchmarks.bench_predict import make_checkpoint  # noqa: E402
+from guards import bound  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stream", choices=("spatial", "motion"), default="spatial")
     p.add_argument("--arch", choices=ARCHS, default="resnet101")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--batch", type=int, default=19, help="inputs a forward pass (19: one video's test positions)")
-    p.add_argument("--repeat", type=int, default=3, help="timed passes after one warm-up pass")
+    p.add_argument("--input-size", type=bound("input_size"), default=224)
+    p.add_argument("--batch", type=bound("batch_size"), default=19, help="inputs a forward pass (19: one video's test positions)")
+    p.add_argument("--repeat", type=bound("count"), default=3, help="timed passes after one warm-up pass")
     return p
 
 

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from flow import TVL1  # noqa: E402
 from flow.synthetic import warped_pair  # noqa: E402
+from guards import bound  # noqa: E402
 
 UCF101_PAIRS = 2_467_000
 
@@ -85,15 +86,19 @@ def torch_rate(pairs, batch: int, device: torch.device, compile: bool, repeats: 
     return repeats * batch / (time.perf_counter() - start)
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pairs", type=int, default=8, help="distinct pairs (OpenCV times all of them)")
-    p.add_argument("--batch", type=int, default=8, help="pairs per launch on the CPU")
-    p.add_argument("--gpu-batch", type=int, default=64, help="pairs per launch on CUDA")
-    p.add_argument("--repeats", type=int, default=3, help="timed launches on CUDA (1 on the CPU)")
-    p.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"))
+    p.add_argument("--pairs", type=bound("count"), default=8, help="distinct pairs (OpenCV times all of them)")
+    p.add_argument("--batch", type=bound("flow_batch"), default=8, help="pairs per launch on the CPU")
+    p.add_argument("--gpu-batch", type=bound("flow_batch"), default=64, help="pairs per launch on CUDA")
+    p.add_argument("--repeats", type=bound("count"), default=3, help="timed launches on CUDA (1 on the CPU)")
+    p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"))
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (CPU) / use plain ops (CUDA)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
 
     h, w = args.size
     # flow of 1 to 10 px, as in real videos: pairs of one batch converge after different

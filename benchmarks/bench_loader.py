@@ -27,6 +27,7 @@ from dataloader import (LAYOUTS, MotionDataset, SpatialDataset, build_loader, in
                         motion_normalizer, spatial_normalizer, stream_sources)
 from dataloader.sampling import random_start  # noqa: E402
 from benchmarks.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
+from guards import OUTPUT, add_path, bound  # noqa: E402
 
 
 class ReferenceSpatial(Dataset):
@@ -77,15 +78,19 @@ class ReferenceMotion(Dataset):
         return flow, video.record.label
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--batches", type=int, default=30, help="timed batches (after 3 warm-up batches)")
-    p.add_argument("--videos", type=int, default=32, help="videos of the generated data set")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--data", help="folder for the generated data (default: a temporary folder)")
-    args = p.parse_args()
+    p.add_argument("--workers", type=bound("workers"), nargs="+", default=[1, 2])
+    p.add_argument("--batch-size", type=bound("batch_size"), default=8)
+    p.add_argument("--batches", type=bound("count"), default=30, help="timed batches (after 3 warm-up batches)")
+    p.add_argument("--videos", type=bound("count"), default=32, help="videos of the generated data set")
+    p.add_argument("--input-size", type=bound("input_size"), default=224)
+    add_path(p, "--data", role=OUTPUT, folder=True, help="folder for the generated data (default: a temporary folder)")
+    return p
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
 
     root = Path(args.data or tempfile.mkdtemp(prefix="bench_loader_"))
     split_dir, data_root, flow_root = make_bench_data(root, videos=args.videos)

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from engine import CHECKPOINT_FORMAT  # noqa: E402
 from models import build_model  # noqa: E402
 from tools.make_demo_data import demo_classes, render_video, write_video  # noqa: E402
+from guards import OUTPUT, add_path, bound  # noqa: E402
 
 MODES = [("whole", "spatial"), ("whole", "both"), ("timeline", "spatial"), ("timeline", "both")]
 
@@ -77,20 +78,24 @@ def run_one(args: argparse.Namespace, mode: str, streams: str) -> dict:
             "windows": len(record.get("windows", [])), "flow_pairs": record["flow_pairs"]}
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--arch", default=None, help="default: resnet101 on CUDA, resnet18 on the CPU")
-    p.add_argument("--input-size", type=int, default=None, help="default: 224 on CUDA, 112 on the CPU")
-    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+    p.add_argument("--input-size", type=bound("input_size"), default=None, help="default: 224 on CUDA, 112 on the CPU")
+    p.add_argument("--size", type=bound("size"), nargs=2, default=None, metavar=("H", "W"),
                    help="frame size (default: 256 340 on CUDA, 128 170 on the CPU)")
-    p.add_argument("--seconds", type=float, default=None, help="video length (default: 60 CUDA, 20 CPU)")
-    p.add_argument("--window", type=float, default=2.0)
-    p.add_argument("--stride", type=float, default=1.0)
+    p.add_argument("--seconds", type=bound("seconds"), default=None, help="video length (default: 60 CUDA, 20 CPU)")
+    p.add_argument("--window", type=bound("seconds"), default=2.0)
+    p.add_argument("--stride", type=bound("seconds"), default=1.0)
     p.add_argument("--flow-method", default=None, help="default: tvl1-torch on CUDA, tvl1 on the CPU")
-    p.add_argument("--workers", type=int, default=None, help="OpenCV flow processes (predict.py's default)")
-    p.add_argument("--data", type=Path, help="folder for the video and checkpoints (default: temporary)")
-    args = p.parse_args()
+    p.add_argument("--workers", type=bound("processes"), default=None, help="OpenCV flow processes (predict.py's default)")
+    add_path(p, "--data", role=OUTPUT, folder=True, type=Path, help="folder for the video and checkpoints (default: temporary)")
+    return p
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
     cuda = args.device.startswith("cuda")
     arch = args.arch or ("resnet101" if cuda else "resnet18")
     input_size = args.input_size or (224 if cuda else 112)

@@ -42,6 +42,7 @@ from dataloader import (LAYOUTS, MotionDataset, MultiCrop, SpatialDataset, build
 from models import build_model  # noqa: E402
 from benchmarks.bench_loader import ReferenceMotion, ReferenceSpatial, endless  # noqa: E402
 from benchmarks.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
+from guards import OUTPUT, add_path, bound  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -128,27 +129,31 @@ def _take(iterator, n):
     return (next(iterator) for _ in range(n))
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--arch", default=None, help="default: resnet101 on CUDA, resnet18 on the CPU")
-    p.add_argument("--input-size", type=int, default=None, help="default: 224 on CUDA, 112 on the CPU")
-    p.add_argument("--spatial-batch", type=int, default=None, help="videos (x3 frames); default 25 CUDA, 4 CPU")
-    p.add_argument("--motion-batch", type=int, default=None, help="stacks; default 64 CUDA, 8 CPU")
-    p.add_argument("--test-batch", type=int, default=None, help="default 256 CUDA, 32 CPU")
-    p.add_argument("--workers", type=int, default=None, help="project loader workers (default: cores - 1)")
-    p.add_argument("--ref-workers", type=int, default=8, help="reference pipeline workers (8, as the reference)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default 30 CUDA, 6 CPU)")
-    p.add_argument("--videos", type=int, default=None, help="videos generated (default 256 CUDA, 24 CPU)")
-    p.add_argument("--test-frames", type=int, default=19)
+    p.add_argument("--input-size", type=bound("input_size"), default=None, help="default: 224 on CUDA, 112 on the CPU")
+    p.add_argument("--spatial-batch", type=bound("batch_size"), default=None, help="videos (x3 frames); default 25 CUDA, 4 CPU")
+    p.add_argument("--motion-batch", type=bound("batch_size"), default=None, help="stacks; default 64 CUDA, 8 CPU")
+    p.add_argument("--test-batch", type=bound("test_batch_size"), default=None, help="default 256 CUDA, 32 CPU")
+    p.add_argument("--workers", type=bound("workers"), default=None, help="project loader workers (default: cores - 1)")
+    p.add_argument("--ref-workers", type=bound("workers"), default=8, help="reference pipeline workers (8, as the reference)")
+    p.add_argument("--steps", type=bound("count"), default=None, help="timed steps (default 30 CUDA, 6 CPU)")
+    p.add_argument("--videos", type=bound("count"), default=None, help="videos generated (default 256 CUDA, 24 CPU)")
+    p.add_argument("--test-frames", type=bound("test_frames"), default=19)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device-resize", action=argparse.BooleanOptionalAction, default=None,
                    help="evaluation resizes whole batches on the device (default: on for CUDA, as the scripts)")
     p.add_argument("--streams", nargs="+", default=["spatial", "motion"])
-    p.add_argument("--data", help="folder for the generated JPEGs (default: a temporary folder)")
-    args = p.parse_args()
+    add_path(p, "--data", role=OUTPUT, folder=True, help="folder for the generated JPEGs (default: a temporary folder)")
+    return p
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

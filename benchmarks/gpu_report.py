@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from guards import OUTPUT, add_path  # noqa: E402
 
 
 @dataclass
@@ -299,12 +302,16 @@ def run_report(ctx: Context, steps: list[Step]) -> list[Row]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(ROOT))
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", type=Path, default=Path("gpu_report"))
+    add_path(p, "--output-dir", role=OUTPUT, folder=True, type=Path, default=Path("gpu_report"),
+             help="where gpu_report.md and the steps' logs go")
     p.add_argument("--cpu-smoke", action="store_true", help="the same steps on the CPU at tiny sizes (what CI runs)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     import torch
 
     if not args.cpu_smoke and not torch.cuda.is_available():

@@ -6,7 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
-from utils import UserError, run_cli
+from guards import INPUT, OUTPUT, add_path, check_io
+from utils import UserError, atomic_write, run_cli
 
 from .index import LAYOUTS, build_index, resolve_layout, stream_sources
 from .splits import add_split_arguments, split_from_args
@@ -14,13 +15,13 @@ from .splits import add_split_arguments, split_from_args
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dataloader", description=__doc__)
-    p.add_argument("--data-root", help="folder of RGB frames")
-    p.add_argument("--flow-root", help="folder of optical flow frames")
+    add_path(p, "--data-root", role=INPUT, folder=True, help="folder of RGB frames")
+    add_path(p, "--flow-root", role=INPUT, folder=True, help="folder of optical flow frames")
     add_split_arguments(p)
     p.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS))
     p.add_argument("--rgb-template"), p.add_argument("--flow-x-template"), p.add_argument("--flow-y-template")
-    p.add_argument("--index-cache", help="folder for the frame index cache (default: none)")
-    p.add_argument("--json", help="also write the summary to this JSON file")
+    add_path(p, "--index-cache", role=OUTPUT, folder=True, help="folder for the frame index cache (default: none)")
+    add_path(p, "--json", role=OUTPUT, help="also write the summary to this JSON file")
     return p
 
 
@@ -48,7 +49,9 @@ def summarise(args: argparse.Namespace) -> tuple[dict, dict[str, list[str]]]:
 
 
 def main() -> None:
-    args = get_args_parser().parse_args()
+    parser = get_args_parser()
+    args = parser.parse_args()
+    check_io(parser, args)
     summary, examples = summarise(args)
     print(f"classes: {summary['classes']}")
     for what in ("train", "test"):
@@ -60,8 +63,8 @@ def main() -> None:
     f = summary["frames"]
     print(f"frames per video (found): min {f['min']}, median {f['median']}, max {f['max']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        with atomic_write(args.json, "w") as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

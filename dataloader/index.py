@@ -14,6 +14,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from guards import inside_root
 from utils import UserError, atomic_write
 
 from .splits import VideoRecord
@@ -68,6 +69,7 @@ class FramePattern:
         if "idx" not in fields or "video" not in fields or not fields <= {"idx", "video", "class"}:
             raise UserError(f"frame template {template!r} must contain {{video}} and {{idx}} "
                             f"(and may contain {{class}}), e.g. '{{video}}/frame{{idx:06d}}.jpg'")
+        inside_root(template, f"frame template {template!r}")  # frames are read under their root only
         folder, _, filename = template.rpartition("/")
         if "{idx" in folder or "{video" in filename:
             raise UserError(f"frame template {template!r}: {{idx}} belongs in the file name and "

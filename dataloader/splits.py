@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from guards import INPUT, add_path, bound, inside_root, plain_name
 from utils import UserError
 
 DEFAULT_SPLIT_DIR = Path(__file__).resolve().parent.parent / "splits" / "ucf101"
@@ -32,6 +33,14 @@ _HMDB_FILE_RE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>\d+)\.txt$")
 
 class SplitError(UserError):
     """A split list that cannot be parsed; the message names file and line."""
+
+
+def _inside_root(item: str, where: str, allow_absolute: bool = False) -> str:
+    return inside_root(item, where, allow_absolute, SplitError)
+
+
+def _plain_name(name: str, where: str, what: str = "video name") -> str:
+    return plain_name(name, where, what, SplitError)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,13 @@ class VideoRecord:
     group: str
     path: str = ""
     listed_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        # the readers refuse these naming the file and line; this is the backstop for any other maker
+        _plain_name(self.name, "a split list")
+        _plain_name(self.class_name, "a split list", "class name")
+        if self.path:
+            _inside_root(self.path, "a split list", allow_absolute=True)
 
     def folder_candidates(self) -> list[str]:
         """Frame-folder names this video may have on disk (UCF101 extractions differ)."""
@@ -84,7 +100,7 @@ def read_class_index(path: Path) -> list[str]:
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdecimal():
             raise SplitError(f"{path}:{lineno}: expected '<index> <ClassName>', got {line!r}")
-        index, name = int(parts[0]), parts[1]
+        index, name = int(parts[0]), _plain_name(parts[1], f"{path}:{lineno}", "class name")
         if index in classes or name in classes.values():
             raise SplitError(f"{path}:{lineno}: class {name!r} (index {index}) is listed twice")
         classes[index] = name
@@ -117,11 +133,10 @@ def read_video_list(path: Path, classes: list[str]) -> list[VideoRecord]:
         parts = line.split()
         if len(parts) not in (1, 2) or "/" not in parts[0]:
             raise SplitError(f"{path}:{lineno}: expected 'ClassName/video.avi [label]', got {line!r}")
-        folder, _, filename = parts[0].rpartition("/")
+        where = f"{path}:{lineno}"
+        folder, _, filename = _inside_root(parts[0], where).rpartition("/")
         folder = folder.rsplit("/", 1)[-1]
-        stem = filename.rsplit(".", 1)[0] if "." in filename else filename
-        if not stem:
-            raise SplitError(f"{path}:{lineno}: no video name in {line!r}")
+        stem = _plain_name(filename.rsplit(".", 1)[0] if "." in filename else filename, where)
         label = label_of.get(folder, label_of_lower.get(folder.lower()))
         if label is None:
             raise SplitError(f"{path}:{lineno}: unknown class {folder!r} "
@@ -187,7 +202,7 @@ def read_hmdb51(split_dir: Path, split: int) -> Split:
         raise SplitError(f"{split_dir}: {len(lacking)} classes have split files but none for split {split}: "
                          f"{', '.join(f'{c}_test_split{split}.txt' for c in lacking[:5])}"
                          f"{' ...' if len(lacking) > 5 else ''}\n  fix: restore the missing files")
-    classes = sorted(files)
+    classes = sorted(_plain_name(name, str(files[name]), "class name") for name in files)
     train, test = [], []
     seen: dict[str, str] = {}
     for label, class_name in enumerate(classes):
@@ -199,7 +214,7 @@ def read_hmdb51(split_dir: Path, split: int) -> Split:
             filename, status = parts
             if status not in ("0", "1", "2"):
                 raise SplitError(f"{path}:{lineno}: status {status!r} is not 0 (unused), 1 (train) or 2 (test)")
-            stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+            stem = _plain_name(filename.rsplit(".", 1)[0] if "." in filename else filename, f"{path}:{lineno}")
             if stem in seen:
                 raise SplitError(f"{path}:{lineno}: video {stem} is also listed at {seen[stem]}\n"
                                  f"  fix: a video belongs to one class file, once")
@@ -216,16 +231,6 @@ def read_hmdb51(split_dir: Path, split: int) -> Split:
 
 def _is_absolute(item: str) -> bool:
     return item.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", item) is not None
-
-
-def _inside_root(path: Path, lineno: int, item: str, allow_absolute: bool = False) -> str:
-    """A listed path as it is, if it stays under the data root: an absolute path (unless
-    ``allow_absolute``) or a ``..`` would read folders outside it."""
-    if ".." in re.split(r"[/\\]", item) or (_is_absolute(item) and not allow_absolute):
-        raise SplitError(f"{path}:{lineno}: {item} leaves the data root (an absolute path or '..')\n"
-                         f"  fix: write the paths relative to the video or frame folder the commands are given"
-                         + ("" if ".." in item else ", or pass --allow-absolute-paths"))
-    return item
 
 
 def _read_mmaction_list(path: Path, allow_absolute: bool = False) -> list[tuple[int, str, int, int | None]]:
@@ -245,8 +250,7 @@ def _read_mmaction_list(path: Path, allow_absolute: bool = False) -> list[tuple[
         kinds.add(kind)
         if len(kinds) > 1:
             raise SplitError(f"{path}:{lineno}: rawframe and video lines mixed in one list")
-        item = _inside_root(path, lineno, item, allow_absolute)
-        rows.append((lineno, item.rstrip("/") if _is_absolute(item) else item.strip("/"), int(label), frames))
+        rows.append((lineno, _inside_root(item, f"{path}:{lineno}", allow_absolute), int(label), frames))
     if not rows:
         raise SplitError(f"{path}: the list is empty")
     return rows
@@ -264,7 +268,7 @@ def read_mmaction(train_list: Path, test_list: Path, class_names: Path | None = 
         raise SplitError(f"{absolute[0]}:{absolute[1]}: an absolute path names no class (its first folder is "
                          f"outside the data root)\n  fix: pass --class-names FILE (one name a line, in label order)")
     if class_names is not None:
-        classes = [name for _, name in _lines(class_names)]
+        classes = [_plain_name(name, f"{class_names}:{lineno}", "class name") for lineno, name in _lines(class_names)]
         if len(set(classes)) != len(classes):
             raise SplitError(f"{class_names}: a class name is listed twice")
     else:
@@ -288,7 +292,7 @@ def read_mmaction(train_list: Path, test_list: Path, class_names: Path | None = 
                                  f"(labels 0..{len(classes) - 1}{' in ' + str(class_names) if class_names else ''})")
             # a video list names files (drop the extension), a rawframe list folders (keep dots)
             relative = item if frames is not None or "." not in item.rsplit("/", 1)[-1] else item.rsplit(".", 1)[0]
-            stem = relative.rsplit("/", 1)[-1]
+            stem = _plain_name(relative.rsplit("/", 1)[-1], f"{path}:{lineno}")
             if stem in seen:
                 raise SplitError(f"{path}:{lineno}: video {stem} is listed twice (first on line {seen[stem]})")
             seen[stem] = lineno
@@ -381,26 +385,27 @@ def listed_videos(list_file: str | Path, split_format: str | None = None, allow_
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise SplitError(f"{path}:{lineno}: expected '<video>.avi <0|1|2>', got {line!r}")
             if parts[1] != "0":
-                videos.append(f"{hmdb['cls']}/{parts[0]}")
+                videos.append(f"{_plain_name(hmdb['cls'], str(path), 'class name')}/"
+                              f"{_plain_name(parts[0], f'{path}:{lineno}')}")
         return videos
     rows = [(lineno, line.split()) for lineno, line in _lines(path)]
     if split_format == "mmaction" and rows and len(rows[0][1]) == 3:
         raise SplitError(f"{path}: a rawframe list names frame folders, not videos: its frames are extracted already")
-    return [_inside_root(path, lineno, row[0], allow_absolute) for lineno, row in rows]
+    return [_inside_root(row[0], f"{path}:{lineno}", allow_absolute) for lineno, row in rows]
 
 
 def add_split_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The flags that choose a split, shared by every script that reads one."""
-    parser.add_argument("--split-dir", default=str(DEFAULT_SPLIT_DIR),
-                        help="folder of the split lists (UCF101's or HMDB51's)")
-    parser.add_argument("--split", type=int, default=1, help="split number (1-3 for UCF101 and HMDB51)")
+    add_path(parser, "--split-dir", role=INPUT, folder=True, default=str(DEFAULT_SPLIT_DIR),
+             help="folder of the split lists (UCF101's or HMDB51's)")
+    parser.add_argument("--split", type=bound("split"), default=1, help="split number (1-3 for UCF101 and HMDB51)")
     parser.add_argument("--split-format", choices=SPLIT_FORMATS, default=None,
                         help="ucf101 | hmdb51 | mmaction (default: detected from --split-dir, or mmaction with "
                              "--train-list)")
-    parser.add_argument("--train-list", help="mmaction2 training annotation list (rawframes or videos)")
-    parser.add_argument("--test-list", help="mmaction2 test annotation list")
-    parser.add_argument("--class-names", help="mmaction2: class names, one a line in label order (default: "
-                                              "the first folder of each listed path)")
+    add_path(parser, "--train-list", role=INPUT, help="mmaction2 training annotation list (rawframes or videos)")
+    add_path(parser, "--test-list", role=INPUT, help="mmaction2 test annotation list")
+    add_path(parser, "--class-names", role=INPUT, help="mmaction2: class names, one a line in label order (default: "
+                                                        "the first folder of each listed path)")
     parser.add_argument("--allow-absolute-paths", action="store_true",
                         help="mmaction2: let list entries be absolute paths outside the data root (then with "
                              "--class-names); '..' is never allowed")

@@ -16,9 +16,10 @@ from torch import nn
 
 from dataloader import TEST_CROPS, TEST_POSITIONS, TEST_SCALES
 from models import ARCHS, LR_GROUPS, load_torch_file, normalize_keys, pretrained_name
+from guards import check_values, value_problems
 from utils import UserError, atomic_write
 
-from .cli import _NUMERIC_CHECKS, RECIPE_NAMES
+from .cli import RECIPE_NAMES
 from .distributed import World, log
 from .loops import Meters
 from .schedule import restore_schedule
@@ -50,23 +51,38 @@ _SETTING_CHOICES = {"arch": ARCHS, "recipe": RECIPE_NAMES, "test_view": ("resize
 
 
 def check_stored_settings(saved: dict, path: str | Path) -> None:
-    """The settings a checkpoint stores pass the same checks as the flags that set them; an
-    edited or damaged one is one message naming the checkpoint."""
+    """The settings a checkpoint stores pass the same checks as the flags that set them (every
+    number its bound in guards.BOUNDS); an edited or damaged one is one message naming the
+    checkpoint."""
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: its settings ('args') are a {type(saved).__name__}, not a mapping\n  fix: the "
+                        f"checkpoint was edited or damaged; use the file its training wrote")
     problems = []
-    for name in CHECKPOINT_SETTINGS:
-        if name not in saved:
-            continue
-        value = saved[name]
-        if name in _SETTING_CHOICES:
-            if not any(value == c and type(value) is type(c) for c in _SETTING_CHOICES[name]):
-                problems.append(f"{name} {value!r} (one of {', '.join(map(str, _SETTING_CHOICES[name]))})")
-        elif name in _NUMERIC_CHECKS:
-            ok, what = _NUMERIC_CHECKS[name]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
-                problems.append(f"{name} {value!r} (must be {what})")
+    for name, choices in _SETTING_CHOICES.items():
+        if name in saved and not any(saved[name] == c and type(saved[name]) is type(c) for c in choices):
+            problems.append(f"{name} {saved[name]!r} (one of {', '.join(map(str, choices))})")
+    problems += value_problems(saved)
     if problems:
         raise UserError(f"{path} stores settings no run can have: {'; '.join(problems)}\n  fix: the checkpoint was "
                         f"edited or damaged; use the file its training wrote")
+
+
+def check_record_shapes(ckpt: dict, path: str | Path) -> None:
+    """A checkpoint's record (input channels, classes) within its bounds and equal to its
+    weights' shapes, checked before any model is built from it."""
+    check_values({name: ckpt.get(name) for name in ("in_channels", "num_classes")}, str(path))
+    state = ckpt.get("model")
+    if not isinstance(state, dict):
+        return
+    for key, dims, axis, name in (("conv1.weight", 4, 1, "in_channels"), ("fc.weight", 2, 0, "num_classes")):
+        weight = state.get(key)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != dims:
+            raise UserError(f"{path}: its weights lack a {key} of the right form (a damaged checkpoint)\n"
+                            f"  fix: use the file its training wrote")
+        if name in ckpt and weight.shape[axis] != ckpt[name]:
+            raise UserError(f"{path}: its record says {name} {ckpt[name]}, its weights {key} have "
+                            f"{weight.shape[axis]}\n  fix: the checkpoint was edited or damaged; use the file its "
+                            f"training wrote")
 
 
 def apply_checkpoint_settings(args: argparse.Namespace, saved: dict, path: str) -> list[str]:
@@ -143,6 +159,7 @@ def check_compatible(ckpt: dict, path: str | Path, stream: str, arch: str, in_ch
     """The checkpoint's state dict, after checking that it fits this stream and model; the
     message says what differs and which flag fixes it."""
     if ckpt.get("format") == CHECKPOINT_FORMAT:
+        check_record_shapes(ckpt, path)
         if ckpt["stream"] != stream:
             raise UserError(f"{path} is a checkpoint of the {ckpt['stream']} stream; this is the {stream} "
                             f"stream\n  fix: use it with {ckpt['stream']}_cnn.py")
@@ -176,6 +193,16 @@ def check_compatible(ckpt: dict, path: str | Path, stream: str, arch: str, in_ch
                         f"{len(mismatched)} of another shape (e.g. {mismatched[:2]})\n"
                         f"  fix: pass the --arch it was trained with")
     return state
+
+
+def check_finite_weights(state: dict, path: str | Path) -> None:
+    """Refuse weights holding NaN or inf (a diverged run, a damaged file) before they are published
+    or exported, where they would pass every later check unseen."""
+    bad = [key for key, value in state.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} weight tensors hold NaN or inf, e.g. {bad[0]}\n  fix: training "
+                        f"diverged or the file is damaged; use an earlier checkpoint")
 
 
 def checkpoint_state(args: argparse.Namespace, stream: Stream, data: Data, t: Training, epoch: int,

@@ -3,13 +3,13 @@ checks of the numbers, and which flags were given explicitly."""
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
 from dataloader import LAYOUTS, TEST_CROPS, TEST_FRAMES, TEST_POSITIONS, TEST_SCALES, TRAIN_CROPS, multicrop_scale_side
 from dataloader.splits import add_split_arguments
 from models import ARCHS, LR_GROUPS
+from guards import INPUT, MAX_TEST_FRAMES, OUTPUT, add_path, bound, check_io  # noqa: F401 (MAX_TEST_FRAMES: engine's name for it)
 
 RECIPE_NAMES = ("reference", "tsn")  # --recipe; each stream script says what a recipe sets
 LOGGERS = ("csv", "tensorboard", "wandb")  # --logger; engine/loggers.py has the backends
@@ -54,14 +54,14 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--flow-x-template", help="free flow x template")
     data.add_argument("--flow-y-template", help="free flow y template")
     data.add_argument("--allow-missing", action="store_true", help="skip listed videos without frames")
-    data.add_argument("--input-size", type=int, default=224, help="crop/resize size fed to the network")
-    data.add_argument("--segments", type=int, default=1,
+    data.add_argument("--input-size", type=bound("input_size"), default=224, help="crop/resize size fed to the network")
+    data.add_argument("--segments", type=bound("segments"), default=1,
                       help="training samples per video, one in each of this many equal parts, logits averaged "
                            "(TSN's segment consensus)")
-    data.add_argument("--test-frames", type=int, default=TEST_FRAMES, help="positions per test video")
+    data.add_argument("--test-frames", type=bound("test_frames"), default=TEST_FRAMES, help="positions per test video")
     data.add_argument("--test-view", default="resize", choices=["resize", "center"],
                       help="test input with --test-crops 1: whole frame resized (reference) or center crop")
-    data.add_argument("--test-crops", type=int, default=1, choices=TEST_CROPS,
+    data.add_argument("--test-crops", type=bound("test_crops"), default=1, choices=TEST_CROPS,
                       help="crops per test position, cut on the device from the frame as stored: 1 = --test-view; "
                            "3 = start, centre and end of the long side; 5 = 4 corners + centre; 10 = those and "
                            "their flips (TSN); a position's score is the mean over its crops")
@@ -75,16 +75,16 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
                       help="training crop: random = an --input-size crop anywhere (reference); multiscale = TSN's "
                            "corner crops of --crop-scales of the short side with aspect jitter, resized to "
                            "--input-size")
-    data.add_argument("--crop-scales", type=float, nargs="+", metavar="S",
+    data.add_argument("--crop-scales", type=bound("crop_scales"), nargs="+", metavar="S",
                       help="multiscale: crop sides as fractions of the short side (default: TSN's 1 .875 .75 .66; "
                            "the motion stream the first three)")
-    data.add_argument("--crop-positions", type=int, default=5, choices=[5, 13],
+    data.add_argument("--crop-positions", type=bound("crop_positions"), default=5, choices=[5, 13],
                       help="multiscale: 4 corners + centre, or TSN's 13 positions")
     data.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                       help="random horizontal flips in training (and the flipped test crops); --no-flip for data "
                            "where left and right matter")
-    data.add_argument("--workers", type=int, default=None, help="loader processes (default: cores - 1, max 16)")
-    data.add_argument("--holdout-groups", type=int, default=0,
+    data.add_argument("--workers", type=bound("workers"), default=None, help="loader processes (default: cores - 1, max 16)")
+    data.add_argument("--holdout-groups", type=bound("holdout_groups"), default=0,
                       help="hold out this many whole groups (UCF101's gXX, HMDB51's films) of the training list "
                            "as a validation set for model selection and the scheduler (default 0: select on the "
                            "test list, as the reference)")
@@ -93,12 +93,12 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
 def _add_model_arguments(model: argparse._ArgumentGroup) -> None:
     """Architecture, initial weights, dropout, partial BN."""
     model.add_argument("--arch", default="resnet101", choices=ARCHS)
-    model.add_argument("--pretrained", default="imagenet",
+    add_path(model, "--pretrained", role=INPUT, default="imagenet",
                        help="imagenet (= imagenet-v1, torchvision's IMAGENET1K_V1, the reference's) | imagenet-v2 | "
                             "none | mmaction2-tsn-r50-k400-rgb | mmaction2-tsn-r50-k400-flow (Kinetics-400, "
                             "--arch resnet50) | PATH or https URL of a state dict or checkpoint (torchvision, "
                             "this repo, mmaction2, tsn-pytorch/TSM)")
-    model.add_argument("--dropout", type=float, default=0.0,
+    model.add_argument("--dropout", type=bound("dropout"), default=0.0,
                        help="dropout before the classifier (TSN: 0.8 RGB, 0.7 flow)")
     model.add_argument("--partial-bn", action=argparse.BooleanOptionalAction, default=False,
                        help="TSN's partial BN: every BatchNorm but the first keeps its statistics and affine "
@@ -107,30 +107,31 @@ def _add_model_arguments(model: argparse._ArgumentGroup) -> None:
 
 def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None:
     """Output folder, epochs, optimisation, schedule, resuming, logging."""
-    train.add_argument("--output-dir", default=f"record/{stream}", help="checkpoints, logs, score file")
-    train.add_argument("--epochs", type=int, default=50)
-    train.add_argument("--batch-size", type=int, default=32, help="videos per step and process")
-    train.add_argument("--test-batch-size", type=int, default=None,
+    add_path(train, "--output-dir", role=OUTPUT, folder=True, default=f"record/{stream}",
+             help="checkpoints, logs, score file")
+    train.add_argument("--epochs", type=bound("epochs"), default=50)
+    train.add_argument("--batch-size", type=bound("batch_size"), default=32, help="videos per step and process")
+    train.add_argument("--test-batch-size", type=bound("test_batch_size"), default=None,
                        help="model inputs per evaluation batch (frames x test crops); default max(64, 4 x batch size)")
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--lr", type=bound("lr"), default=1e-3)
+    train.add_argument("--momentum", type=bound("momentum"), default=0.9)
+    train.add_argument("--weight-decay", type=bound("weight_decay"), default=0.0)
     train.add_argument("--lr-scheduler", default="plateau", choices=["plateau", "cosine", "step", "multistep"],
                        help="plateau: ReduceLROnPlateau on validation loss (reference)")
-    train.add_argument("--lr-patience", type=int, default=1, help="plateau: epochs without improvement")
-    train.add_argument("--lr-step", type=int, default=30, help="step: epochs between x0.1 decays")
-    train.add_argument("--lr-milestones", type=int, nargs="+", default=[30, 60], metavar="EPOCH",
+    train.add_argument("--lr-patience", type=bound("lr_patience"), default=1, help="plateau: epochs without improvement")
+    train.add_argument("--lr-step", type=bound("lr_step"), default=30, help="step: epochs between x0.1 decays")
+    train.add_argument("--lr-milestones", type=bound("lr_milestones"), nargs="+", default=[30, 60], metavar="EPOCH",
                        help="multistep: the epochs after which the rate is multiplied by 0.1")
     train.add_argument("--lr-groups", default="single", choices=LR_GROUPS,
                        help="single: one rate and decay for every parameter; tsn: tsn-pytorch's groups (first conv "
                             "weight lr x5 for flow, x1 RGB; first conv bias lr x10 flow, x2 RGB, no decay; other "
                             "biases lr x2, no decay; BatchNorm no decay; frozen BatchNorms left out)")
-    train.add_argument("--clip-grad-norm", type=float, default=None,
+    train.add_argument("--clip-grad-norm", type=bound("clip_grad_norm"), default=None,
                        help="clip the gradients' total norm to this (TSN: 20); default no clipping")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate); 'auto': the "
+    train.add_argument("--seed", type=bound("seed"), default=0)
+    add_path(train, "--resume", role=INPUT, default="", help="checkpoint to continue from (or to evaluate); 'auto': the "
                                                      "run in --output-dir if it has a checkpoint, else a fresh one")
-    train.add_argument("--start-epoch", type=int, default=None, help="override the checkpoint's epoch")
+    train.add_argument("--start-epoch", type=bound("start_epoch"), default=None, help="override the checkpoint's epoch")
     train.add_argument("--evaluate", action="store_true", help="only run the test pass and write the score file")
     train.add_argument("--overwrite", action="store_true",
                        help="replace the run in --output-dir (without it a folder holding a run is refused "
@@ -167,47 +168,21 @@ class _Unset:
 _UNSET = _Unset()
 
 
-MAX_TEST_FRAMES = 1000  # positions a test video: the reference reads 19, TSN 25
-
-
-# flag -> (check, what it must be); checked after parsing, all problems in one message
-_NUMERIC_CHECKS = {
-    "epochs": (lambda v: v >= 1, "at least 1"),
-    "batch_size": (lambda v: v >= 1, "at least 1"),
-    "test_batch_size": (lambda v: v is None or v >= 1, "at least 1"),
-    "test_frames": (lambda v: 1 <= v <= MAX_TEST_FRAMES, f"1 to {MAX_TEST_FRAMES}"),
-    "input_size": (lambda v: 8 <= v <= 4096, "8 to 4096 pixels"),
-    "lr": (lambda v: v > 0 and math.isfinite(v), "a positive number"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "weight_decay": (lambda v: 0 <= v < math.inf, "0 or more"),
-    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "lr_patience": (lambda v: v >= 0, "0 or more"),
-    "lr_step": (lambda v: v >= 1, "at least 1"),
-    "workers": (lambda v: v is None or v >= 0, "0 or more"),
-    "holdout_groups": (lambda v: v >= 0, "0 or more"),
-    "start_epoch": (lambda v: v is None or v >= 0, "0 or more"),
-    "segments": (lambda v: v >= 1, "at least 1"),
-    "stack_length": (lambda v: v >= 1, "at least 1"),
-    "flow_mean": (lambda v: math.isfinite(v), "a finite number"),
-    "flow_std": (lambda v: 0 < v < math.inf, "a positive number"),
-    "clip_grad_norm": (lambda v: v is None or 0 < v < math.inf, "a positive number"),
-    "crop_scales": (lambda v: v is None or (len(v) > 0 and all(0 < s <= 1 for s in v)), "fractions in (0, 1]"),
-    "lr_milestones": (lambda v: all(m >= 1 for m in v) and list(v) == sorted(set(v)), "increasing epochs, at least 1"),
-}
-
-
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
                recipes: dict[str, dict] | None = None) -> argparse.Namespace:
     """Parse and validate; ``args.explicit`` holds the flags given on the command line (they
     win over the --recipe and over a checkpoint's stored settings). Invalid numbers are one
     usage error (exit 2)."""
     args = parser.parse_args(argv)
+    check_io(parser, args)
     probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
     probe, _ = parser.parse_known_args(argv, namespace=probe)
     args.explicit = sorted(k for k, v in vars(probe).items() if v is not _UNSET)
     apply_recipe(args, (recipes or {}).get(args.recipe, {}))
-    problems = [f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}"
-                for name, (ok, what) in _NUMERIC_CHECKS.items() if hasattr(args, name) and not ok(getattr(args, name))]
+    # each number is checked by its parser type (guards.BOUNDS); what remains relates two of them
+    problems = []
+    if list(args.lr_milestones) != sorted(set(args.lr_milestones)):
+        problems.append(f"--lr-milestones must be increasing epochs, got {' '.join(map(str, args.lr_milestones))}")
     if getattr(args, "test_crops", 1) == 10 and not getattr(args, "flip", True):
         if "test_crops" in args.explicit:
             problems.append("--test-crops 10 includes flipped crops, which --no-flip rules out: use --test-crops 5")

@@ -63,6 +63,10 @@ def _load_resume_checkpoint(args: argparse.Namespace, world: World, stream: Stre
         return None
     ckpt = load_checkpoint(args.resume)
     if ckpt.get("format") == CHECKPOINT_FORMAT:
+        if not args.evaluate and "optimizer" not in ckpt:
+            raise UserError(f"{args.resume} is a published model (tools/publish_model.py): it keeps the weights but "
+                            f"no training state to resume\n  fix: fine-tune from it with --pretrained "
+                            f"{args.resume}, or score it with --evaluate --resume {args.resume}")
         saved = ckpt.get("args", {})
         recipe, taken = saved.get("recipe", "reference"), []
         if "recipe" not in args.explicit and recipe != args.recipe and recipe in stream.recipes:

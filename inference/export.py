@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-from engine import load_checkpoint, publishable
+from engine import check_finite_weights, load_checkpoint, publishable
 from models import build_model
-from utils import UserError, optional_import
+from utils import UserError, atomic_path, optional_import
 
 from .scorer import StreamModel, check_stream_record, stream_model, stream_normalizer
 
@@ -54,6 +53,7 @@ def exportable(checkpoint: str | Path, class_ind: str | None = None,
         raise UserError(f"{checkpoint} names no stream (spatial or motion)\n  fix: use the file spatial_cnn.py / "
                         f"motion_cnn.py wrote")
     classes, args = check_stream_record(record, str(checkpoint), stream, class_ind)
+    check_finite_weights(record["model"], checkpoint)
     model = build_model(record["arch"], record["num_classes"], record["in_channels"], "none")
     model.load_state_dict(record.pop("model"))
     record["class_names"] = classes
@@ -75,11 +75,9 @@ def export_stream(checkpoint: str | Path, out: str | Path, fmt: str, class_ind: 
         for package in ("onnx", "onnxscript", "onnxruntime"):
             optional_import(package, "ONNX export")
     module, record = exportable(checkpoint, class_ind, loaded)
-    out = Path(out)
-    scratch = out.with_name(f".{out.name}.exporting")
     generator = torch.Generator().manual_seed(0)
     example = torch.randint(0, 256, input_shape(record, 2), dtype=torch.uint8, generator=generator)
-    try:
+    with atomic_path(out) as scratch:  # kept only when written and checked
         try:
             with torch.no_grad():
                 if fmt == "onnx":
@@ -91,9 +89,6 @@ def export_stream(checkpoint: str | Path, out: str | Path, fmt: str, class_ind: 
             raise UserError(f"could not export {checkpoint} as {fmt} ({type(err).__name__}: {reason})\n"
                             f"  fix: try the other --format, or another torch/onnxscript version") from None
         figures = check_export(module, scratch, fmt, record)
-        os.replace(scratch, out)
-    finally:
-        scratch.unlink(missing_ok=True)
     return figures
 
 

@@ -16,13 +16,12 @@ message naming the first key that does not fit.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import torch
 
-from utils import UserError
+from utils import UserError, sha256_of
 
 ZOO_FORMATS = ("torchvision", "mmaction2", "tsn-pytorch")
 _MMACTION_LAYER = re.compile(r"^(layer\d+\.\d+)\.(conv\d)\.(conv|bn)\.(.+)$")
@@ -99,6 +98,11 @@ ZOO_PRESETS = {
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's convention: NAME-<sha256 prefix>.pth
 
 
+def cached_file_of_url(url: str) -> Path:
+    """Where torch.hub's cache keeps (or will keep) the file of an http(s) URL; nothing is fetched."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.split("?", 1)[0].rsplit("/", 1)[-1]
+
+
 def resolve_weights(path_or_url: str) -> str:
     """A local path as it is; an http(s) URL or a name of ``ZOO_PRESETS``: its file in torch.hub's
     cache (downloaded once), whose sha256 must start with the hash its file name carries, when
@@ -106,9 +110,8 @@ def resolve_weights(path_or_url: str) -> str:
     url = ZOO_PRESETS.get(str(path_or_url), str(path_or_url))
     if not url.startswith(("http://", "https://")):
         return path_or_url
-    filename = url.split("?", 1)[0].rsplit("/", 1)[-1]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    match = _HASH_IN_NAME.search(filename)
+    cached = cached_file_of_url(url)
+    match = _HASH_IN_NAME.search(cached.name)
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -121,11 +124,3 @@ def resolve_weights(path_or_url: str) -> str:
         raise UserError(f"{cached}: its sha256 does not start with {match.group(1)}, as its name says (a damaged or "
                         f"different file)\n  fix: delete it to download it again, or pass the right file")
     return str(cached)
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

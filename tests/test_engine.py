@@ -207,8 +207,10 @@ def test_checkpoint_of_the_wrong_stream_or_arch(data, tmp_path):
 
 
 def test_nan_loss_stops_the_run(data, tmp_path):
+    args = motion_args(data, tmp_path, "--epochs", "1")
+    args.lr = 1e30  # a run that diverges (--lr itself is bounded to 100)
     with pytest.raises(UserError, match="NaN/inf in epoch 1"):
-        motion_cnn.main(motion_args(data, tmp_path, "--lr", "1e30", "--epochs", "1"))
+        motion_cnn.main(args)
     assert not (tmp_path / "checkpoint.pth.tar").exists()
 
 
@@ -384,14 +386,19 @@ def test_nan_weights_give_no_score_file(data, tmp_path):
     assert not (tmp_path / "e" / "motion_video_preds.pickle").exists()
 
 
-def test_bad_numeric_flags_are_one_usage_message(data, tmp_path):
+def test_bad_numeric_flags_are_one_usage_message(data, tmp_path, capsys):
     proc = subprocess.run([sys.executable, "spatial_cnn.py", "--data-root", str(data.data_root), "--output-dir",
                            str(tmp_path), "--test-frames", "0", "--batch-size", "0", "--lr", "-1", "--epochs", "0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    for problem in ("--epochs must be at least 1, got 0", "--batch-size must be at least 1, got 0",
-                    "--test-frames must be 1 to 1000, got 0", "--lr must be a positive number, got -1.0"):
-        assert problem in proc.stderr
+    assert "argument --test-frames: 0 is not a whole number in [1, 1000]" in proc.stderr
+    for flag, value, problem in (("--epochs", "0", "0 is not a whole number in [1, 100000]"),
+                                 ("--batch-size", "0", "0 is not a whole number in [1, 65536]"),
+                                 ("--lr", "-1", "-1 is not a number in (0, 100]"),
+                                 ("--lr", "nan", "nan is not finite")):
+        with pytest.raises(SystemExit):
+            spatial_cnn.parse_args(["--data-root", str(data.data_root), flag, value])
+        assert f"argument {flag}: {problem}" in capsys.readouterr().err
 
 
 def test_resuming_a_finished_run_says_so(data, tmp_path):

@@ -96,9 +96,15 @@ def test_two_outputs_on_one_file_and_bad_drawings_are_refused_before_work(inputs
 # --- fusion weights and swapped score files ------------------------------------------------------
 
 @pytest.mark.parametrize("weights", [["0", "0"], ["1", "-1"], ["-1", "2"], ["nan", "1"], ["inf", "1"]])
-def test_weights_that_rank_nothing_are_refused_by_predict(inputs, weights):
+def test_weights_that_rank_nothing_are_refused_by_predict(inputs, weights, capsys):
+    # a weight outside its bound is a usage error of the parser; weights that are all 0 are refused by predict
+    try:
+        args = predict_args(inputs, "--weights", *weights)
+    except SystemExit as stop:
+        assert stop.code == 2 and "--weights" in capsys.readouterr().err
+        return
     with pytest.raises(UserError, match="--weights"):
-        predict.main(predict_args(inputs, "--weights", *weights))
+        predict.main(args)
 
 
 def _score_files(tmp_path, spatial_info="spatial", motion_info="motion"):
@@ -125,11 +131,13 @@ def fusion_args(paths, split, *extra):
         ["--spatial", str(paths["spatial"]), "--motion", str(paths["motion"]), "--split-dir", str(split), *extra])
 
 
-@pytest.mark.parametrize("weights", [["0", "0"], ["1", "-1"]])
-def test_weights_that_rank_nothing_are_refused_by_fusion(tmp_path, weights):
+def test_weights_that_rank_nothing_are_refused_by_fusion(tmp_path, capsys):
     paths, split = _score_files(tmp_path)
     with pytest.raises(UserError, match="--weights"):
-        average_fusion.fuse(fusion_args(paths, split, "--weights", *weights))
+        average_fusion.fuse(fusion_args(paths, split, "--weights", "0", "0"))
+    with pytest.raises(SystemExit):  # a negative weight is outside the parser's bound
+        fusion_args(paths, split, "--weights", "1", "-1")
+    assert "--weights: -1 is not a number in [0, 1e+06]" in capsys.readouterr().err
 
 
 def test_swapped_score_files_are_refused_naming_both(tmp_path):
@@ -196,9 +204,10 @@ def test_window_counts_are_known_before_the_windows_are_made():
     assert count_windows(times, 1.0, 1e-7) > 10**7  # what predict.py refuses, computed in no time
 
 
-def test_window_frames_and_test_frames_are_bounded(inputs):
-    with pytest.raises(UserError, match="at most 1000"):
+def test_window_frames_and_test_frames_are_bounded(inputs, capsys):
+    with pytest.raises(SystemExit):
         predict.main(predict_args(inputs, "--window", "1", "--window-frames", "100000000"))
+    assert "--window-frames: 100000000 is not a whole number in [1, 1000]" in capsys.readouterr().err
 
 
 def test_a_class_name_with_dollars_draws_its_confusion_matrix(tmp_path):

@@ -40,6 +40,7 @@ from flow.storage import CPU_METHODS, METHODS, flow_function, quantize, quantize
 from tools.extract_frames import FRAME_NAME  # noqa: E402
 from tools.jobs import (finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
                         run_jobs, shard, shard_note, start_partial)
+from guards import INPUT, OUTPUT, add_path, bound, check_io  # noqa: E402
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
@@ -184,17 +185,17 @@ def find_frame_folders(frames_dir: Path) -> dict[Path, int]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("frames_dir", type=Path)
-    p.add_argument("out_dir", type=Path)
+    add_path(p, "frames_dir", role=INPUT, folder=True, type=Path)
+    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path)
     cuda = _cuda_available()
     p.add_argument("--method", default="tvl1-torch" if cuda else "tvl1", choices=METHODS,
                    help="default: tvl1-torch when CUDA is present, else tvl1")
-    p.add_argument("--bound", type=float, default=20.0, help="flow is clipped to [-bound, bound] pixels")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality")
-    p.add_argument("--workers", type=int, default=default_workers() + 1, help="processes (CPU methods)")
+    p.add_argument("--bound", type=bound("bound"), default=20.0, help="flow is clipped to [-bound, bound] pixels")
+    p.add_argument("--quality", type=bound("quality"), default=90, help="JPEG quality")
+    p.add_argument("--workers", type=bound("processes"), default=default_workers() + 1, help="processes (CPU methods)")
     p.add_argument("--device", default="cuda" if cuda else "cpu", help="device of tvl1-torch and raft")
-    p.add_argument("--batch", type=int, default=32, help="frame pairs per launch (tvl1-torch, raft)")
-    p.add_argument("--raft-weights", help="a local raft_large state dict (default: torchvision's cache)")
+    p.add_argument("--batch", type=bound("flow_batch"), default=32, help="frame pairs per launch (tvl1-torch, raft)")
+    add_path(p, "--raft-weights", role=INPUT, help="a local raft_large state dict (default: torchvision's cache)")
     p.add_argument("--shard", metavar="K/N",
                    help="do only videos i with i mod N == K of the sorted list (default: torchrun's RANK/WORLD_SIZE, "
                         "with LOCAL_RANK's GPU, or a Slurm array's task id and count when set, else all)")
@@ -210,8 +211,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 def main(args: argparse.Namespace) -> int:
-    if args.bound <= 0:
-        raise UserError("--bound must be positive")
+    check_io(get_args_parser(), args)
     if args.method in CPU_METHODS:
         flow_function(args.method)  # fail early on a missing opencv-contrib
     folders = find_frame_folders(args.frames_dir)

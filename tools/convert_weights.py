@@ -21,22 +21,22 @@ import torch  # noqa: E402
 
 from models import ARCHS, build_model  # noqa: E402
 from models.resnet import load_weights_file  # noqa: E402
-from utils import UserError, atomic_write, run_cli, same_file  # noqa: E402
+from guards import INPUT, OUTPUT, add_path, bound, check_io  # noqa: E402
+from utils import atomic_write, run_cli  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", help="the checkpoint to convert")
-    p.add_argument("out", help="where the torchvision-keyed state dict goes (.pth)")
+    add_path(p, "src", role=INPUT, metavar="SRC", help="the checkpoint to convert")
+    add_path(p, "out", role=OUTPUT, metavar="OUT", help="where the torchvision-keyed state dict goes (.pth)")
     p.add_argument("--arch", default="resnet50", choices=ARCHS, help="the ResNet it must fit")
-    p.add_argument("--in-channels", type=int, default=None,
+    p.add_argument("--in-channels", type=bound("in_channels"), default=None,
                    help="input channels of the converted first conv (default: the source's)")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    if same_file(args.out, args.src):
-        raise UserError(f"OUT {args.out} is SRC: converting would replace the source\n  fix: pass another OUT")
+    check_io(get_args_parser(), args)
     state = load_weights_file(args.src)
     conv1 = state.get("conv1.weight")
     in_channels = args.in_channels or (conv1.shape[1] if conv1 is not None else 3)

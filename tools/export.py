@@ -23,15 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import load_checkpoint, model_name  # noqa: E402
 from inference.export import EXPORT_SUFFIXES, export_stream  # noqa: E402
-from utils import UserError, check_writable_file, run_cli, same_file  # noqa: E402
+from guards import INPUT, OUTPUT, add_path, check_io  # noqa: E402
+from utils import UserError, check_writable_file, run_cli  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="checkpoint of spatial_cnn.py/motion_cnn.py (or tools/publish_model.py's file)")
+    add_path(p, "checkpoint", role=INPUT, help="checkpoint of spatial_cnn.py/motion_cnn.py (or tools/publish_model.py's file)")
     p.add_argument("--format", required=True, choices=list(EXPORT_SUFFIXES))
-    p.add_argument("--out", help="the exported file (default: <stream>-<arch>-<recipe> with the format's suffix)")
-    p.add_argument("--class-ind", help="classInd.txt, for checkpoints without class names")
+    add_path(p, "--out", role=OUTPUT, help="the exported file (default: <stream>-<arch>-<recipe> with the format's suffix)")
+    add_path(p, "--class-ind", role=INPUT, help="classInd.txt, for checkpoints without class names")
     return p
 
 
@@ -40,10 +41,10 @@ def default_out(ckpt: dict, fmt: str) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_io(get_args_parser(), args)
     ckpt = load_checkpoint(args.checkpoint)  # read once: the default name and the export both need it
     out = Path(args.out) if args.out else default_out(ckpt, args.format)
-    if same_file(out, args.checkpoint):
-        raise UserError(f"--out {out} is the checkpoint: exporting would replace it\n  fix: pass another --out")
+    check_io(get_args_parser(), args, outputs={f"--out {out}": out})
     if not out.name.endswith(EXPORT_SUFFIXES[args.format]):
         raise UserError(f"--out {out}: a {args.format} file's name ends in {EXPORT_SUFFIXES[args.format]} "
                         f"(predict.py --backend tells the files apart by it)\n"

@@ -30,6 +30,7 @@ from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, r
 
 from tools.jobs import (file_stamp, finish_partial, report, report_check, resolve_shard, run_claimed,  # noqa: E402
                         run_jobs, shard, shard_note, start_partial)
+from guards import INPUT, OUTPUT, add_path, bound, check_io  # noqa: E402
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
@@ -100,14 +101,14 @@ def _decode(job: FrameJob, final: Path) -> str | None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("video_dir", type=Path)
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--every", type=int, default=1, help="keep every N-th frame")
-    p.add_argument("--size", type=int, nargs=2, default=[256, 340], metavar=("H", "W"),
+    add_path(p, "video_dir", role=INPUT, folder=True, type=Path)
+    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path)
+    p.add_argument("--every", type=bound("every"), default=1, help="keep every N-th frame")
+    p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"),
                    help="output frame size; 0 0 keeps the video's size")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality")
-    p.add_argument("--workers", type=int, default=default_workers() + 1)
-    p.add_argument("--list", help="file listing the videos to extract, relative to VIDEO_DIR: a UCF101 list, an "
+    p.add_argument("--quality", type=bound("quality"), default=90, help="JPEG quality")
+    p.add_argument("--workers", type=bound("processes"), default=default_workers() + 1)
+    add_path(p, "--list", role=INPUT, help="file listing the videos to extract, relative to VIDEO_DIR: a UCF101 list, an "
                                   "HMDB51 <class>_test_splitN.txt (its videos in VIDEO_DIR/<class>/) or an mmaction2 "
                                   "video list")
     p.add_argument("--shard", metavar="K/N",
@@ -122,8 +123,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 def main(args: argparse.Namespace) -> int:
-    if args.every < 1:
-        raise UserError("--every must be 1 or more")
+    check_io(get_args_parser(), args)
     videos = find_videos(args.video_dir, args.list, args.split_format, args.allow_absolute_paths)
     if not videos:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {args.video_dir}")

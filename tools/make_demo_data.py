@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from guards import OUTPUT, add_path, bound  # noqa: E402
 from utils import UserError, run_cli  # noqa: E402
 
 # RGB, nearly equal luma (0.299 R + 0.587 G + 0.114 B ~ 120): in the grey images that flow is
@@ -92,14 +93,18 @@ def make_demo_data(out_dir: Path, seed: int = 0, frames: int = 30, size: tuple[i
     return splits
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames", type=int, default=30)
-    p.add_argument("--size", type=int, nargs=2, default=[48, 64], metavar=("H", "W"))
-    p.add_argument("--videos-per-class", type=int, default=12, help=f"the first {TEST_GROUPS} are test videos")
-    args = p.parse_args()
+    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="where videos/ and splits/ go")
+    p.add_argument("--seed", type=bound("seed"), default=0)
+    p.add_argument("--frames", type=bound("video_frames"), default=30)
+    p.add_argument("--size", type=bound("size"), nargs=2, default=[48, 64], metavar=("H", "W"))
+    p.add_argument("--videos-per-class", type=bound("videos_per_class"), default=12, help=f"the first {TEST_GROUPS} are test videos")
+    return p
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
     if args.videos_per_class <= TEST_GROUPS:
         raise UserError(f"--videos-per-class must be more than {TEST_GROUPS} (the test groups)")
     splits = make_demo_data(args.out_dir, args.seed, args.frames, tuple(args.size), args.videos_per_class)
