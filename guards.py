@@ -183,8 +183,9 @@ def inside_root(item: str, where: str, allow_absolute: bool = False, error: type
 
 
 def plain_name(name: str, where: str, what: str = "video name", error: type[UserError] = UserError) -> str:
-    """``name`` if it can name one folder under a root: not empty, '.' or '..', no '/'."""
-    if name in ("", ".", "..") or "/" in name or "\0" in name:
+    """``name`` if it can name one folder under a root: not empty, '.' or '..', no '/' (nor a
+    '..' between backslashes, a Windows list's parent)."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name or ".." in name.split("\\"):
         raise error(f"{where}: {what} {name!r} cannot name a folder under the data root\n"
                     f"  fix: give every video and class a plain name")
     return name
@@ -195,12 +196,19 @@ def plain_name(name: str, where: str, what: str = "video name", error: type[User
 INPUT, OUTPUT = "input", "output"
 
 
+VIDEO_FILES = ("*.avi", "*.mp4", "*.mkv", "*.mov", "*.webm", "*.mpg", "*.mpeg", "*.m4v")  # dataloader.video's
+FRAME_FILES = ("*.jpg",)
+LIST_FILES = ("*.txt",)
+
+
 def add_path(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str, role: str,
-             folder: bool = False, **kwargs) -> argparse.Action:
+             folder: bool = False, reads: tuple[str, ...] = (), **kwargs) -> argparse.Action:
     """``parser.add_argument`` for an option that names a file (or, ``folder``, a folder) the
-    command reads (``role`` INPUT) or writes (OUTPUT); :func:`check_io` compares them."""
+    command reads (``role`` INPUT) or writes (OUTPUT); :func:`check_io` compares them. ``reads``:
+    the files an input folder's command reads in it, at any depth (glob patterns of names):
+    no output may be one of them."""
     action = parser.add_argument(*flags, **kwargs)
-    action.role, action.folder = role, folder
+    action.role, action.folder, action.reads = role, folder, reads
     return action
 
 
@@ -246,9 +254,16 @@ def check_io(parser: argparse.ArgumentParser, args: argparse.Namespace,
     written = {f"{option_name(a)} {v}": Path(v)
                for a in path_options(parser, OUTPUT) for v in _values(getattr(args, a.dest, None))}
     written.update({label: Path(path) for label, path in (outputs or {}).items()})
+    folders = [(f"{option_name(a)} {v}", Path(v).resolve(), a.reads)
+               for a in path_options(parser, INPUT) if a.reads for v in _values(getattr(args, a.dest, None))]
     seen: dict[str, Path] = {}
     for what, path in written.items():
         for other, existing in [*read.items(), *seen.items()]:
             if same_file(path, existing):
                 raise UserError(f"{what} is {other}: writing it would replace it\n  fix: give another output path")
+        for other, folder, patterns in folders:
+            inside = path.resolve()
+            if inside.is_relative_to(folder) and any(inside.relative_to(folder).match(p) for p in patterns):
+                raise UserError(f"{what} is a file of {other}, which this command reads ({', '.join(patterns)}): "
+                                f"writing it would replace or add an input\n  fix: write it outside {folder}")
         seen[what] = path

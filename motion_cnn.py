@@ -10,7 +10,7 @@ import argparse
 import engine
 from dataloader import MOTION_SCALES, MotionDataset, motion_normalizer, stream_sources
 from dataloader.transforms import FLOW_MEAN
-from guards import INPUT, add_path, bound
+from guards import FRAME_FILES, INPUT, add_path, bound
 from utils import run_cli
 
 # --recipe: values of the arguments not given explicitly. The reference is the defaults; TSN's
@@ -28,7 +28,7 @@ RECIPES = {
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = engine.get_args_parser("motion", __doc__, add_help)
-    add_path(parser, "--flow-root", role=INPUT, folder=True, default="data/tvl1_flow", help="folder of optical flow (u/ and v/)")
+    add_path(parser, "--flow-root", role=INPUT, folder=True, reads=FRAME_FILES, default="data/tvl1_flow", help="folder of optical flow (u/ and v/)")
     parser.add_argument("--stack-length", type=bound("stack_length"), default=10, help="flow frames per stack (2L input channels)")
     parser.add_argument("--reference-stack-order", action="store_true",
                         help="the reference repo's rotated channel order, for its released checkpoints")

@@ -40,7 +40,7 @@ from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_st
 from inference.windows import count_windows, plan_windows, segments
 from models.zoo import resolve_weights
 from scorefiles import check_fusion_weights, default_fusion_weights
-from guards import INPUT, OUTPUT, add_path, bound, check_io
+from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io
 from utils import UserError, atomic_write, check_writable_file, default_workers, run_cli
 
 
@@ -126,7 +126,7 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_path(p, "videos", role=INPUT, nargs="+", help="video files or folders of videos")
+    add_path(p, "videos", role=INPUT, reads=VIDEO_FILES, nargs="+", help="video files or folders of videos")
     add_path(p, "--spatial", role=INPUT, help="checkpoint of spatial_cnn.py (model_best.pth.tar)")
     add_path(p, "--motion", role=INPUT, help="checkpoint of motion_cnn.py")
     p.add_argument("--weights", type=bound("fusion_weight"), nargs="+", default=None,

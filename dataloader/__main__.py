@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from guards import INPUT, OUTPUT, add_path, check_io
+from guards import FRAME_FILES, INPUT, OUTPUT, add_path, check_io
 from utils import UserError, atomic_write, run_cli
 
 from .index import LAYOUTS, build_index, resolve_layout, stream_sources
@@ -15,8 +15,8 @@ from .splits import add_split_arguments, split_from_args
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dataloader", description=__doc__)
-    add_path(p, "--data-root", role=INPUT, folder=True, help="folder of RGB frames")
-    add_path(p, "--flow-root", role=INPUT, folder=True, help="folder of optical flow frames")
+    add_path(p, "--data-root", role=INPUT, folder=True, reads=FRAME_FILES, help="folder of RGB frames")
+    add_path(p, "--flow-root", role=INPUT, folder=True, reads=FRAME_FILES, help="folder of optical flow frames")
     add_split_arguments(p)
     p.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS))
     p.add_argument("--rgb-template"), p.add_argument("--flow-x-template"), p.add_argument("--flow-y-template")
@@ -48,9 +48,9 @@ def summarise(args: argparse.Namespace) -> tuple[dict, dict[str, list[str]]]:
     return summary, examples
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = get_args_parser()
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     check_io(parser, args)
     summary, examples = summarise(args)
     print(f"classes: {summary['classes']}")

@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from guards import INPUT, add_path, bound, inside_root, plain_name
+from guards import INPUT, LIST_FILES, add_path, bound, inside_root, plain_name
 from utils import UserError
 
 DEFAULT_SPLIT_DIR = Path(__file__).resolve().parent.parent / "splits" / "ucf101"
@@ -391,12 +391,16 @@ def listed_videos(list_file: str | Path, split_format: str | None = None, allow_
     rows = [(lineno, line.split()) for lineno, line in _lines(path)]
     if split_format == "mmaction" and rows and len(rows[0][1]) == 3:
         raise SplitError(f"{path}: a rawframe list names frame folders, not videos: its frames are extracted already")
-    return [_inside_root(row[0], f"{path}:{lineno}", allow_absolute) for lineno, row in rows]
+    videos = [_inside_root(row[0], f"{path}:{lineno}", allow_absolute) for lineno, row in rows]
+    for lineno, video in zip((lineno for lineno, _ in rows), videos):  # as the split readers name the video
+        filename = video.rsplit("/", 1)[-1]
+        _plain_name(filename.rsplit(".", 1)[0] if "." in filename else filename, f"{path}:{lineno}")
+    return videos
 
 
 def add_split_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The flags that choose a split, shared by every script that reads one."""
-    add_path(parser, "--split-dir", role=INPUT, folder=True, default=str(DEFAULT_SPLIT_DIR),
+    add_path(parser, "--split-dir", role=INPUT, folder=True, reads=LIST_FILES, default=str(DEFAULT_SPLIT_DIR),
              help="folder of the split lists (UCF101's or HMDB51's)")
     parser.add_argument("--split", type=bound("split"), default=1, help="split number (1-3 for UCF101 and HMDB51)")
     parser.add_argument("--split-format", choices=SPLIT_FORMATS, default=None,

@@ -3,10 +3,9 @@ and the annotated video."""
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
-from utils import UserError, atomic_write
+from utils import UserError, atomic_path, atomic_write
 
 from .windows import Segment
 
@@ -80,26 +79,26 @@ def annotate_video(source: Path, target: Path, record: dict, size: tuple[int, in
     reader = VideoReader(source, size)
     windows = record.get("windows") or [{"start": 0.0, "topk": record["topk"]}]
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if target.suffix.lower() == ".avi" else "mp4v"))
-    partial = target.with_name(f".{target.stem}.partial{target.suffix}")  # renamed when complete
-    writer = None
-    try:
-        current = 0
-        for _, seconds, frame in reader.frames():
-            if writer is None:
-                writer = cv2.VideoWriter(str(partial), fourcc, reader.fps or 25.0, (frame.shape[1], frame.shape[0]))
-                if not writer.isOpened():
-                    raise UserError(f"cannot write {target} (OpenCV has no encoder for {target.suffix})\n"
-                                    f"  fix: use --annotate with .avi or .mp4")
-            while current + 1 < len(windows) and windows[current + 1]["start"] <= seconds:
-                current += 1
-            best = windows[current]["topk"][0]
-            text = f"{best['class']} {best['probability']:.2f}"
-            scale = max(0.35, frame.shape[0] / 480)
-            cv2.putText(frame, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3)
-            cv2.putText(frame, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1)
-            writer.write(frame)
-    finally:
-        if writer is not None:
-            writer.release()
-    if writer is not None:
-        os.replace(partial, target)
+    with atomic_path(target) as partial:  # renamed when complete
+        writer = None
+        try:
+            current = 0
+            for _, seconds, frame in reader.frames():
+                if writer is None:
+                    writer = cv2.VideoWriter(str(partial), fourcc, reader.fps or 25.0, (frame.shape[1], frame.shape[0]))
+                    if not writer.isOpened():
+                        raise UserError(f"cannot write {target} (OpenCV has no encoder for {target.suffix})\n"
+                                        f"  fix: use --annotate with .avi or .mp4")
+                while current + 1 < len(windows) and windows[current + 1]["start"] <= seconds:
+                    current += 1
+                best = windows[current]["topk"][0]
+                text = f"{best['class']} {best['probability']:.2f}"
+                scale = max(0.35, frame.shape[0] / 480)
+                cv2.putText(frame, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3)
+                cv2.putText(frame, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1)
+                writer.write(frame)
+        finally:
+            if writer is not None:
+                writer.release()
+        if writer is None:
+            raise UserError(f"{source}: no frame could be decoded, so {target} was not written")

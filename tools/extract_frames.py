@@ -30,7 +30,7 @@ from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, r
 
 from tools.jobs import (file_stamp, finish_partial, report, report_check, resolve_shard, run_claimed,  # noqa: E402
                         run_jobs, shard, shard_note, start_partial)
-from guards import INPUT, OUTPUT, add_path, bound, check_io  # noqa: E402
+from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, plain_name  # noqa: E402
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
@@ -101,7 +101,7 @@ def _decode(job: FrameJob, final: Path) -> str | None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_path(p, "video_dir", role=INPUT, folder=True, type=Path)
+    add_path(p, "video_dir", role=INPUT, folder=True, reads=VIDEO_FILES, type=Path)
     add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path)
     p.add_argument("--every", type=bound("every"), default=1, help="keep every N-th frame")
     p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"),
@@ -133,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UserError(f"cannot create the frames folder {args.out_dir}: {err.strerror}\n  fix: pass a folder "
                         f"you can write") from None
-    jobs = [FrameJob(v.stem, str(v), str(args.out_dir), args.every, size, args.quality) for v in videos]
+    jobs = [FrameJob(plain_name(v.stem, str(v)), str(v), str(args.out_dir), args.every, size, args.quality)
+            for v in videos]
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise UserError("two videos have the same file name; frame folders are named after it")
