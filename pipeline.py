@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from dataloader.splits import SPLIT_FORMATS
+from dataloader.splits import DEFAULT_SPLIT_DIR, SPLIT_FORMATS, load_split
 from dataloader.video import find_videos
-from guards import INPUT, OUTPUT, add_path, bound, check_io
+from guards import INPUT, LIST_FILES, OUTPUT, VIDEO_FILES, add_path, bound, check_io
 from utils import UserError, atomic_write, hold_lock, run_cli, sha256_of
 
 ROOT = Path(__file__).resolve().parent
@@ -37,10 +37,10 @@ STAGES = ("splits", "frames", "flow", "spatial", "motion", "evaluate", "fusion")
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_path(p, "video_dir", role=INPUT, folder=True, type=Path, help="folder of videos (VIDEO_DIR/<class>/<video> without a split)")
+    add_path(p, "video_dir", role=INPUT, folder=True, reads=VIDEO_FILES, type=Path, help="folder of videos (VIDEO_DIR/<class>/<video> without a split)")
     add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="where every stage writes")
     split = p.add_argument_group("split (default: lists made by tools/make_splits.py in OUT_DIR/splits)")
-    add_path(split, "--split-dir", role=INPUT, folder=True, help="UCF101 or HMDB51 split files")
+    add_path(split, "--split-dir", role=INPUT, folder=True, reads=LIST_FILES, help="UCF101 or HMDB51 split files")
     split.add_argument("--split-format", choices=SPLIT_FORMATS, default=None)
     add_path(split, "--train-list", role=INPUT, help="mmaction2 training list (video lists: paths relative to VIDEO_DIR)")
     add_path(split, "--test-list", role=INPUT, help="mmaction2 test list")
@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.video_dir.is_dir():
         raise UserError(f"video folder not found: {args.video_dir}")
     out = args.out_dir.resolve()
+    if args.split_dir or args.train_list:  # a given split is read now: a bad list costs no frames
+        load_split(args.split_dir or DEFAULT_SPLIT_DIR, args.split, args.split_format, args.train_list, args.test_list,
+                   args.class_names, args.allow_absolute_paths)
     streams = training_commands(args, training_flags, out, split_dir_of(args, out))
     check_training_flags(streams)  # a misspelled flag fails now, not after hours of frames and flow
     lock = lock_out_dir(out)

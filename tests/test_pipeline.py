@@ -183,3 +183,132 @@ def test_a_killed_pipeline_leaves_no_stage_running(tmp_path):
     while marker.read_text() != "stopped" and time.time() < deadline:
         time.sleep(0.05)
     assert marker.read_text() == "stopped"
+
+
+# --- what a rerun redoes: output, not speed; earlier output kept, never overwritten ------------------
+
+def _recording_stage(monkeypatch, tmp_path):
+    import pipeline as pipeline_module
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(pipeline_module.Stage, "_call", staticmethod(lambda name, command: calls.append((name, command))))
+    return pipeline_module, calls
+
+
+def test_speed_flags_never_redo_a_stage(tmp_path, monkeypatch):
+    pipeline_module, calls = _recording_stage(monkeypatch, tmp_path)
+    for flags in (["--workers", "2", "--device", "cpu", "--batch", "8"],
+                  ["--workers", "7", "--device", "cuda", "--batch=64", "--compile"]):
+        stage = pipeline_module.Stage(tmp_path, restart=False)
+        stage.run("flow", ["tools/compute_flow.py", "F", "O", "--method", "tvl1", *flags], output=tmp_path / "flow")
+    assert [name for name, _ in calls] == ["flow"]  # the second run skipped it
+    stage = pipeline_module.Stage(tmp_path, restart=False)
+    stage.run("flow", ["tools/compute_flow.py", "F", "O", "--method", "farneback"], output=tmp_path / "flow")
+    assert [name for name, _ in calls] == ["flow", "flow"]  # --method shapes the flow
+
+
+def test_a_training_stage_goes_on_for_more_epochs_and_keeps_what_other_flags_would_replace(tmp_path, monkeypatch,
+                                                                                           capsys):
+    pipeline_module, calls = _recording_stage(monkeypatch, tmp_path)
+    run_dir = tmp_path / "spatial"
+
+    def train(*flags: str) -> list[str]:
+        calls.clear()
+        stage = pipeline_module.Stage(tmp_path, restart=False)
+        stage.run("spatial", ["spatial_cnn.py", "--output-dir", str(run_dir), *flags], output=run_dir, training=True,
+                  fresh=["--overwrite"], resume=["--resume", "auto"])
+        run_dir.mkdir(exist_ok=True)
+        (run_dir / "checkpoint.pth.tar").write_text(" ".join(flags))  # what this 'training' made
+        return calls[0][1] if calls else []
+
+    assert train("--epochs", "2", "--lr", "0.1")[-1] == "--overwrite"
+    assert train("--epochs", "2", "--lr", "0.1", "--workers", "4") == []  # a speed flag: nothing to redo
+    assert train("--epochs", "4", "--lr", "0.1")[-2:] == ["--resume", "auto"]  # more epochs: on from the checkpoint
+    assert "(again: --epochs changed)" in capsys.readouterr().out
+    assert not (tmp_path / "spatial.replaced-1").exists()
+    assert train("--epochs", "4", "--lr", "0.2")[-1] == "--overwrite"  # another lr: a new run ...
+    assert (tmp_path / "spatial.replaced-1" / "checkpoint.pth.tar").read_text() == "--epochs 4 --lr 0.1"  # ... beside
+    assert "kept as" in capsys.readouterr().out
+
+
+def test_an_interrupted_stage_goes_on_even_after_a_speed_flag_changed(tmp_path, monkeypatch):
+    pipeline_module, calls = _recording_stage(monkeypatch, tmp_path)
+
+    def interrupted(name, command):
+        raise KeyboardInterrupt
+    stage = pipeline_module.Stage(tmp_path, restart=False)
+    monkeypatch.setattr(pipeline_module.Stage, "_call", staticmethod(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        stage.run("spatial", ["spatial_cnn.py", "--epochs", "3", "--workers", "8"], output=tmp_path / "spatial",
+                  training=True, fresh=["--overwrite"], resume=["--resume", "auto"])
+    monkeypatch.setattr(pipeline_module.Stage, "_call", staticmethod(lambda name, command: calls.append(command)))
+    stage = pipeline_module.Stage(tmp_path, restart=False)
+    stage.run("spatial", ["spatial_cnn.py", "--epochs", "3", "--workers", "2"], output=tmp_path / "spatial",
+              training=True, fresh=["--overwrite"], resume=["--resume", "auto"])
+    assert calls[0][-2:] == ["--resume", "auto"]
+
+
+def test_a_marker_from_before_fingerprints_runs_its_stage_again(tmp_path, monkeypatch):
+    """An old pipeline's empty marker says nothing of the videos it saw: the stage runs again
+    (its tools redo only what is missing), so an added video is not hidden."""
+    pipeline_module, calls = _recording_stage(monkeypatch, tmp_path)
+    (tmp_path / ".stage-frames.done").write_text("")
+    stage = pipeline_module.Stage(tmp_path, restart=False)
+    stage.run("frames", ["tools/extract_frames.py", "V", "F"], videos={"A/new.avi": [1, "x"]}, output=tmp_path / "f")
+    assert calls and calls[0][1][-1] == "F"
+
+
+def test_touching_a_video_changes_nothing_but_new_content_does(tmp_path):
+    import pipeline as pipeline_module
+    videos = tmp_path / "videos" / "A"
+    videos.mkdir(parents=True)
+    (videos / "v.avi").write_bytes(b"0123456789")
+    cache = tmp_path / "hashes.json"
+    first = pipeline_module.video_stamps(tmp_path / "videos", cache)
+    os.utime(videos / "v.avi", ns=(1, 10**18))
+    assert pipeline_module.video_stamps(tmp_path / "videos", cache) == first
+    (videos / "v.avi").write_bytes(b"9876543210")  # same size, other content
+    assert pipeline_module.video_stamps(tmp_path / "videos", cache) != first
+
+
+def test_one_ctrl_c_reaches_a_stage_once(tmp_path):
+    """The terminal sends SIGINT to the foreground process group; the stage runs in its own
+    group, so it gets the signal once, from the pipeline, not twice (a second SIGINT ends a
+    training script's graceful stop with a KeyboardInterrupt traceback)."""
+    counts = tmp_path / "count"
+    child_code = (f"import os, pathlib, signal, time\n"
+                  f"n = []\n"
+                  f"signal.signal(signal.SIGINT, lambda *a: n.append(1))\n"
+                  f"pathlib.Path({str(counts)!r} + '.ready').write_text('')\n"
+                  f"end = time.time() + 3\n"
+                  f"while time.time() < end: time.sleep(0.02)\n"
+                  f"pathlib.Path({str(counts)!r}).write_text(f'{{len(n)}} {{os.getpgid(0)}}')\n")
+    parent_code = f"from pipeline import Stage\nStage._call('stage', ['-c', {child_code!r}])\n"
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=ROOT, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while not Path(str(counts) + ".ready").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    parent.wait(timeout=30)
+    received, group = counts.read_text().split()
+    assert received == "1"  # passed on by the pipeline ...
+    assert int(group) != parent.pid  # ... and not also from the terminal (two at once can merge into one)
+
+
+def test_pipeline_refuses_a_misspelled_training_flag_before_any_stage(tmp_path):
+    make_demo_data(tmp_path / "data", seed=2, frames=4, videos_per_class=2)
+    proc = subprocess.run([sys.executable, "pipeline.py", str(tmp_path / "data" / "videos"), str(tmp_path / "out"),
+                           "--batchsize", "8"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unrecognized arguments: --batchsize 8" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_pipeline_runs_from_another_folder_with_relative_paths(tmp_path):
+    """Relative VIDEO_DIR, OUT_DIR and --split-dir are the user's folder's, not the repository's
+    (checked up to the refusal of a split folder that is missing, before any stage)."""
+    make_demo_data(tmp_path / "data", seed=2, frames=4, videos_per_class=2)
+    proc = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "data/videos", "out", "--split-dir", "missing"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "video folder not found" not in proc.stderr
+    assert f"split folder not found: {tmp_path / 'missing'}" in proc.stderr
+    assert not (tmp_path / "out" / "frames").exists()
