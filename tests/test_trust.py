@@ -270,3 +270,97 @@ def test_an_annotate_encoder_that_is_missing_is_refused_before_work(inputs, monk
     monkeypatch.setattr(cv2, "VideoWriter", NoEncoder)
     with pytest.raises(UserError, match="no encoder for .mp4"):
         predict.main(predict_args(inputs, "--annotate", str(inputs / "out.mp4")))
+
+
+# --- a record never sizes memory before it is checked ----------------------------------------------
+
+def _no_model_built(monkeypatch):
+    import inference.export
+    import inference.scorer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built from an unchecked record")
+    for module in (inference.scorer, inference.export):
+        monkeypatch.setattr(module, "build_model", refuse)
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"in_channels": 400_000}, "in_channels 400000 is not a whole number in \\[1, 128\\]"),
+    ({"args": {"arch": "resnet18", "stack_length": 200_000}}, "stack_length 200000 is not a whole number"),
+    ({"in_channels": 40}, "its record says in_channels 40, its weights conv1.weight have 20"),
+    ({"num_classes": 7}, "its record says num_classes 7, its weights fc.weight have 3"),
+    ({"args": "resnet18"}, "its settings \\('args'\\) are a str"),
+])
+def test_a_record_is_checked_against_its_bounds_and_weights_before_any_model_is_built(tmp_path, monkeypatch, edit,
+                                                                                     message):
+    from tools import export
+    path = checkpoint(tmp_path / "m.pth.tar", "motion")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt.update(edit)
+    torch.save(ckpt, path)
+    _no_model_built(monkeypatch)
+    with pytest.raises(UserError, match=message):
+        load_stream(str(path), "motion", torch.device("cpu"))
+    with pytest.raises(UserError, match=message):
+        export.main(export.get_args_parser().parse_args([str(path), "--format", "torchscript",
+                                                         "--out", str(tmp_path / "m.torchscript.pt")]))
+
+
+def test_convert_weights_bounds_the_input_channels_it_builds(capsys):
+    from tools import convert_weights
+    for value in ("1000000", "0", "-3"):
+        with pytest.raises(SystemExit):
+            convert_weights.get_args_parser().parse_args(["src.pth", "out.pth", "--in-channels", value])
+        assert "argument --in-channels: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stream", ["spatial", "motion"])
+def test_nan_weights_are_never_published_or_exported(tmp_path, stream):
+    from tools import export, publish_model
+    path = checkpoint(tmp_path / "c.pth.tar", stream)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"]["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    ckpt["optimizer"] = {}
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match="hold NaN or inf, e.g. layer1.0.conv1.weight"):
+        publish_model.main(publish_model.get_args_parser().parse_args([str(path), "--out-dir", str(tmp_path / "p")]))
+    with pytest.raises(UserError, match="hold NaN or inf"):
+        export.main(export.get_args_parser().parse_args([str(path), "--format", "torchscript",
+                                                         "--out", str(tmp_path / "c.torchscript.pt")]))
+    assert not list((tmp_path / "p").glob("*.pth")) and not (tmp_path / "c.torchscript.pt").exists()
+
+
+def test_a_published_model_given_to_resume_says_how_to_fine_tune(tmp_path):
+    import spatial_cnn
+    from tools import publish_model
+    path = checkpoint(tmp_path / "c.pth.tar")
+    publish_model.main(publish_model.get_args_parser().parse_args([str(path), "--out-dir", str(tmp_path)]))
+    published = next(tmp_path.glob("spatial-resnet18-reference-*.pth"))
+    with pytest.raises(UserError, match=f"(?s)is a published model .*--pretrained {published}"):
+        spatial_cnn.main(spatial_cnn.parse_args(["--data-root", str(tmp_path), "--resume", str(published),
+                                                 "--output-dir", str(tmp_path / "run"), "--arch", "resnet18"]))
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "", "..", ".hidden", "a/b", "tab\tname"])
+def test_publish_names_that_are_not_plain_file_names_are_refused(tmp_path, name):
+    from tools import publish_model
+    path = checkpoint(tmp_path / "c.pth.tar")
+    with pytest.raises(UserError, match="--name .* must be a plain file name"):
+        publish_model.main(publish_model.get_args_parser().parse_args([str(path), "--name", name,
+                                                                       "--out-dir", str(tmp_path / "p")]))
+
+
+def test_publish_into_a_folder_that_is_a_file_or_read_only_is_one_message(tmp_path):
+    from tools import publish_model
+    path = checkpoint(tmp_path / "c.pth.tar")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot create --out-dir"):
+        publish_model.main(publish_model.get_args_parser().parse_args([str(path), "--out-dir",
+                                                                       str(tmp_path / "file" / "sub")]))
+    with pytest.raises(UserError, match="is not a folder"):
+        publish_model.main(publish_model.get_args_parser().parse_args([str(path), "--out-dir", str(tmp_path / "file")]))
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(UserError, match="cannot write"):
+            publish_model.main(publish_model.get_args_parser().parse_args([str(path), "--out-dir", str(locked)]))

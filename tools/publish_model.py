@@ -44,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
                         f"  fix: e.g. --name spatial-resnet101-ucf101")
     out_dir = Path(args.out_dir)
     try:  # before the checkpoint is read: an unusable folder is one message
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if not out_dir.exists():
+            out_dir.mkdir(parents=True)
     except OSError as err:
         raise UserError(f"cannot create --out-dir {out_dir}: {err.strerror}\n  fix: pass a folder you can write") from None
     check_writable_dir(out_dir, "--out-dir")
