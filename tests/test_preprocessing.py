@@ -297,3 +297,69 @@ def test_a_frame_folder_with_a_gap_fails_alone_and_the_others_get_their_flow(tmp
     printed = capsys.readouterr().out
     assert "v_Move_g01_c01: UserError" in printed and "frame numbers do not run 1..5" in printed
     assert len(list((tmp_path / "flow" / "u" / "v_Move_g02_c01").iterdir())) == 5
+
+
+# --- what a rerun redoes: each input alone -----------------------------------------------------------
+
+@pytest.fixture
+def extracted(tmp_path):
+    videos = tmp_path / "videos" / "Move"
+    videos.mkdir(parents=True)
+    textured_video(videos / "v_Move_g01_c01.avi", 1.0, 0.0)
+    out = tmp_path / "frames"
+    assert extract_frames.main(frames_args(tmp_path / "videos", out)) == 0
+    return videos / "v_Move_g01_c01.avi", out / "v_Move_g01_c01"
+
+
+def _mtime(folder: Path) -> int:
+    return (folder / "frame000001.jpg").stat().st_mtime_ns
+
+
+def test_a_touched_video_is_not_extracted_again(extracted, tmp_path):
+    video, frames = extracted
+    before = _mtime(frames)
+    os.utime(video, ns=(1, video.stat().st_mtime_ns + 10**9))  # the same content, a new time
+    assert extract_frames.main(frames_args(tmp_path / "videos", tmp_path / "frames")) == 0
+    assert _mtime(frames) == before
+
+
+def test_only_the_size_changed_redoes_the_frames(extracted, tmp_path):
+    _, frames = extracted
+    assert extract_frames.main(extract_frames.get_args_parser().parse_args(
+        [str(tmp_path / "videos"), str(tmp_path / "frames"), "--size", "32", "40", "--workers", "1",
+         "--quality", "95"])) == 0  # --quality as before: only --size differs
+    assert cv2.imread(str(frames / "frame000001.jpg")).shape[:2] == (32, 40)
+
+
+def test_frames_from_before_stamps_are_kept_and_a_damaged_stamp_is_redone(extracted, tmp_path):
+    video, frames = extracted
+    stamp = tmp_path / "frames" / ".jobs" / "v_Move_g01_c01.json"
+    stamp.unlink()  # extracted by a version that wrote no stamps
+    before = _mtime(frames)
+    assert extract_frames.main(frames_args(tmp_path / "videos", tmp_path / "frames")) == 0
+    assert _mtime(frames) == before
+    stamp.write_text("{not json")  # a stamp that proves nothing: the video may have been replaced
+    textured_video(video, -1.0, 0.0, seed=5)
+    assert extract_frames.main(frames_args(tmp_path / "videos", tmp_path / "frames")) == 0
+    assert _mtime(frames) != before
+
+
+def test_a_video_claimed_by_a_stopped_process_names_it(extracted, tmp_path, capsys):
+    """A stopped (Ctrl-Z) extraction holds its video's claim: the next run says who holds it."""
+    import threading
+
+    from tools.jobs import claim
+    out = tmp_path / "frames"
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with claim(out, "v_Move_g01_c01"):
+            held.set()
+            release.wait(10)
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    threading.Timer(1.0, release.set).start()
+    assert extract_frames.main(frames_args(tmp_path / "videos", out)) == 0
+    thread.join()
+    assert f"v_Move_g01_c01: waiting for pid {os.getpid()} on" in capsys.readouterr().err

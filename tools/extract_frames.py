@@ -28,7 +28,7 @@ from dataloader.index import LAYOUTS  # noqa: E402
 from dataloader.splits import SPLIT_FORMATS, listed_videos  # noqa: E402
 from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, resize_frame  # noqa: E402
 
-from tools.jobs import (file_stamp, finish_partial, report, report_check, resolve_shard, run_claimed,  # noqa: E402
+from tools.jobs import (file_stamp, finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
                         run_jobs, shard, shard_note, start_partial)
 from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, plain_name  # noqa: E402
 from utils import UserError, default_workers, run_cli  # noqa: E402
@@ -57,8 +57,9 @@ def find_videos(video_dir: Path, list_file: str | None = None, split_format: str
 
 def frame_stamp(job: FrameJob) -> dict:
     """What a video's frames are made from: the video file as it is now, and the flags."""
-    return {"video": file_stamp(job.video), "every": job.every, "size": list(job.size) if job.size else None,
-            "quality": job.quality}
+    known = (read_stamp(Path(job.out_dir), job.name) or {}).get("video")
+    return {"video": file_stamp(job.video, known if isinstance(known, dict) else None), "every": job.every,
+            "size": list(job.size) if job.size else None, "quality": job.quality}
 
 
 def extract(job: FrameJob) -> str | None:
@@ -66,7 +67,7 @@ def extract(job: FrameJob) -> str | None:
     if not os.path.isfile(job.video):
         return "file not found"
     final = Path(job.out_dir) / job.name
-    return run_claimed(job.out_dir, job.name, frame_stamp(job), final.is_dir, lambda: _decode(job, final))
+    return run_claimed(job.out_dir, job.name, lambda: frame_stamp(job), final.is_dir, lambda: _decode(job, final))
 
 
 def _decode(job: FrameJob, final: Path) -> str | None:

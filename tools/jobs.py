@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-from utils import UserError, atomic_write
+from utils import UserError, atomic_write, sha256_of
 
 
 def partial_folder(final: Path) -> Path:
@@ -28,56 +28,100 @@ def partial_folder(final: Path) -> Path:
 
 # --- one writer a video, and what its output was made from --------------------------------------
 # OUT_DIR/.jobs/NAME.lock: held (flock) by the one process writing NAME's output; a second one
-# waits for it, then finds the output finished. OUT_DIR/.jobs/NAME.json: the stamp of what the
-# output was made from (the source's size and modification time, the flags that shape it): an
-# output whose stamp differs is made again. Outputs from before stamps existed count as finished.
+# says who holds it and waits, then finds the output finished. OUT_DIR/.jobs/NAME.json: the stamp
+# of what the output was made from (the source's size and content hash, the flags that shape
+# it): an output whose stamp differs is made again. Outputs from before stamps existed count as
+# finished; a stamp that cannot be read does not (its output is made again).
 
 @contextlib.contextmanager
 def claim(out_dir: Path, name: str):
-    """Hold the exclusive right to write ``name``'s output in ``out_dir`` (waits for another holder)."""
+    """Hold the exclusive right to write ``name``'s output in ``out_dir``; another holder is named
+    (a stopped process keeps its claim until it is continued or ended) and waited for."""
+    import socket
+
     folder = Path(out_dir) / ".jobs"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+    with open(folder / f"{name}.lock", "a+") as lock:
+        try:  # released when the file closes, also when the holder dies
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            print(f"{name}: waiting for {holder}, which is writing its output in {out_dir} (a stopped process holds "
+                  f"it until it is continued or ended)", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        lock.flush()
         yield
+
+
+def _stamp_path(out_dir: Path, name: str) -> Path:
+    return Path(out_dir) / ".jobs" / f"{name}.json"
 
 
 def read_stamp(out_dir: Path, name: str) -> dict | None:
     try:
-        return json.loads((Path(out_dir) / ".jobs" / f"{name}.json").read_text())
+        stamp = json.loads(_stamp_path(out_dir, name).read_text())
     except (OSError, ValueError):
         return None
+    return stamp if isinstance(stamp, dict) else None
 
 
 def write_stamp(out_dir: Path, name: str, stamp: dict) -> None:
-    with atomic_write(Path(out_dir) / ".jobs" / f"{name}.json", "w") as f:
+    with atomic_write(_stamp_path(out_dir, name), "w") as f:
         json.dump(stamp, f, sort_keys=True)
 
 
+def stamps_match(old: object, new: object) -> bool:
+    """Whether two stamps say the output is made from the same things: a file by its size and
+    content hash (its modification time only where an old stamp has no hash)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if "bytes" in new:  # a file_stamp
+            if old.get("bytes") != new["bytes"]:
+                return False
+            if "sha256" in old and "sha256" in new:
+                return old["sha256"] == new["sha256"]
+            return old.get("mtime_ns") == new.get("mtime_ns")
+        return old.keys() == new.keys() and all(stamps_match(old[k], new[k]) for k in new)
+    return old == new
+
+
 def stale(out_dir: Path, name: str, stamp: dict) -> bool:
-    """Whether a finished output was made from something else than ``stamp`` says (a stampless
-    output, from before stamps, is taken as it is)."""
+    """Whether a finished output was made from something else than ``stamp`` says. A stampless
+    output, from before stamps, is taken as it is; a damaged stamp proves nothing: stale."""
+    if not _stamp_path(out_dir, name).exists():
+        return False
     written = read_stamp(out_dir, name)
-    return written is not None and written != stamp
+    return written is None or not stamps_match(written, stamp)
 
 
-def run_claimed(out_dir: str | Path, name: str, stamp: dict, finished: Callable[[], bool],
+def run_claimed(out_dir: str | Path, name: str, stamp: dict | Callable[[], dict], finished: Callable[[], bool],
                 work: Callable[[], str | None]) -> str | None:
     """``work()`` as the one writer of ``name``'s output, unless it is ``finished()`` and made
-    from what ``stamp`` says; stamps what it wrote. Returns None or the reason it failed."""
+    from what ``stamp`` says (or returns, computed once the claim is held); stamps what it
+    wrote. Returns None or the reason it failed."""
     with claim(Path(out_dir), name):
-        if finished() and not stale(Path(out_dir), name, stamp):
+        now = stamp() if callable(stamp) else stamp
+        if finished() and not stale(Path(out_dir), name, now):
+            if read_stamp(Path(out_dir), name) not in (None, now):  # the same content, touched: remember its time
+                write_stamp(Path(out_dir), name, now)
             return None  # finished in an earlier run (or by another process meanwhile)
         error = work()
         if error is None:
-            write_stamp(Path(out_dir), name, stamp)
+            write_stamp(Path(out_dir), name, now)
         return error
 
 
-def file_stamp(path: str | Path) -> dict:
-    """What identifies a source file's content without reading it: size and modification time."""
+def file_stamp(path: str | Path, known: dict | None = None) -> dict:
+    """What identifies a source file: its size and content hash, and its modification time,
+    which only tells whether ``known`` (the stamp written last time) still holds the hash, so
+    that an unchanged file is not read again."""
     info = os.stat(path)
-    return {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns}
+    if known and [known.get("bytes"), known.get("mtime_ns")] == [info.st_size, info.st_mtime_ns]:
+        return dict(known)  # as hashed last time (an old stamp without a hash stays so)
+    return {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": sha256_of(path)}
 
 
 def start_partial(final: Path) -> Path:
