@@ -53,7 +53,23 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_not_written(tmp_path
     monkeypatch.setattr(export, "open_exported", drifting)
     with pytest.raises(UserError, match="differs from PyTorch by .* so it was not written"):
         run_export(str(ckpt), "--format", "torchscript", "--out", str(out))
-    assert not out.exists() and not list(tmp_path.glob(".*exporting"))
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nor its scratch
+
+
+def test_an_export_with_its_batch_baked_in_is_refused(tmp_path, monkeypatch):
+    """The export traces batch 2; a file that only takes that batch must fail the check (run at
+    other batch sizes), not pass it."""
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar")
+    out = tmp_path / "spatial.torchscript.pt"
+    real_open = export.open_exported
+
+    def baked(path, backend, device):
+        runner, record = real_open(path, backend, device)
+        return (lambda frames: runner(frames[:1].expand(2, *frames.shape[1:]))), record
+    monkeypatch.setattr(export, "open_exported", baked)
+    with pytest.raises(UserError, match="gives scores of shape \\(2, 3\\) for a batch of 1"):
+        run_export(str(ckpt), "--format", "torchscript", "--out", str(out))
+    assert not out.exists()
 
 
 def test_bad_export_and_backend_inputs_are_named(tmp_path, monkeypatch):

@@ -232,3 +232,11 @@ def test_fusion_imports_no_torch():
     from pathlib import Path
     code = "import sys, average_fusion; assert 'torch' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, check=True)
+
+
+def test_tsn_weights_only_when_both_streams_are_tsn():
+    from scorefiles import default_fusion_weights
+    assert default_fusion_weights({"spatial": "tsn", "motion": "tsn"}) == [1.0, 1.5]
+    for one in ({"spatial": "tsn", "motion": "reference"}, {"spatial": "reference", "motion": "tsn"},
+                {"spatial": "tsn", "motion": None}):
+        assert default_fusion_weights(one) is None, one

@@ -312,3 +312,20 @@ def test_pipeline_runs_from_another_folder_with_relative_paths(tmp_path):
     assert proc.returncode == 1 and "video folder not found" not in proc.stderr
     assert f"split folder not found: {tmp_path / 'missing'}" in proc.stderr
     assert not (tmp_path / "out" / "frames").exists()
+
+
+def test_the_out_dir_lock_is_held_while_the_stages_run(tmp_path, monkeypatch):
+    import pipeline as pipeline_module
+    from utils import UserError
+    (tmp_path / "videos" / "A").mkdir(parents=True)
+    during = []
+
+    def stages(args, training_flags, out, streams):
+        with pytest.raises(UserError, match="in use by another pipeline"):
+            pipeline_module.lock_out_dir(out)  # a second pipeline started while the stages run
+        during.append(out)
+        return 0
+    monkeypatch.setattr(pipeline_module, "run_stages", stages)
+    assert pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out")]) == 0
+    assert during == [(tmp_path / "out").resolve()]
+    pipeline_module.lock_out_dir(tmp_path / "out").close()  # and released after them

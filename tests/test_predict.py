@@ -397,6 +397,22 @@ def test_a_timeline_too_fine_to_plan_is_refused_with_the_bound(trained, tmp_path
     assert "more than the bound 2000000" in record["error"] and "--stride" in record["error"]
 
 
+def test_the_plan_bound_counts_every_window_s_test_positions(trained, tmp_path, monkeypatch):
+    """About 5,000 windows, each of 1,000 positions: fewer windows than the bound, but 5 million
+    inputs to plan, which the bound refuses (counting windows alone would let them through)."""
+    root, _ = trained
+
+    def never(*args, **kwargs):
+        raise AssertionError("the windows were planned before the bound was checked")
+    monkeypatch.setattr(predict, "plan_windows", never)
+    video = write_long_video(tmp_path / "v.avi", [((230, 80, 60), -1)], 50)
+    args = predict_args(root, video, "--window", "1", "--stride", "0.0002", "--window-frames", "1000",
+                        "--json", str(tmp_path / "b.json"))
+    assert predict.main(args) == 1
+    (record,) = json.loads((tmp_path / "b.json").read_text())
+    assert "windows x their test positions" in record["error"] and "more than the bound 2000000" in record["error"]
+
+
 def test_a_published_model_predicts_through_torch_hub_as_predict_py_does(trained, tmp_path, monkeypatch):
     from pathlib import Path
 

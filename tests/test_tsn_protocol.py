@@ -333,3 +333,16 @@ def test_a_checkpoint_from_before_the_settings_keeps_its_protocol(tmp_path):
     taken = engine.apply_checkpoint_settings(args, {"recipe": "tsn", "stack_length": 10}, "old.pth.tar")
     assert (args.test_positions, args.test_scale, args.lr_groups) == ("starts", "stored", "single")
     assert "--test-positions starts" in taken
+
+
+def test_tsn_test_scale_truncates_the_long_side_as_torchvision_resize():
+    """tsn-pytorch's GroupScale is torchvision's Resize(int): a 267x200 frame scaled to a short
+    side of 256 is 341 wide (341.76 truncated), not 342."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from dataloader.transforms import scale_short_side
+    for size in ((267, 200), (200, 267), (341, 256), (401, 299)):
+        image = Image.new("RGB", size)
+        assert scale_short_side(image, 256).size == transforms.Resize(256)(image).size, size
+    assert scale_short_side(Image.new("RGB", (267, 200)), 256).size == (341, 256)
