@@ -15,6 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
+from guards import value_problems
 from utils import UserError, atomic_write
 
 
@@ -306,7 +307,13 @@ def load_score_info(score_path: str | Path) -> dict:
     except (OSError, ValueError) as err:
         raise ScoreFileError(f"{path}: not a readable score description ({err})\n  fix: delete it (it only sets "
                              f"default fusion weights) or evaluate the stream again") from None
-    return info if isinstance(info, dict) else {}
+    if not isinstance(info, dict):
+        return {}
+    problems = value_problems(info)  # the numbers it records pass the flags' bounds
+    if problems:
+        raise ScoreFileError(f"{path}: a score description no evaluation writes ({'; '.join(problems)})\n  fix: "
+                             f"delete it (it only sets default fusion weights) or evaluate the stream again")
+    return info
 
 
 def default_fusion_weights(recipes: Mapping[str, str | None]) -> list[float] | None:

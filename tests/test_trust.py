@@ -364,3 +364,13 @@ def test_publish_into_a_folder_that_is_a_file_or_read_only_is_one_message(tmp_pa
         locked.mkdir(mode=0o500)
         with pytest.raises(UserError, match="cannot write"):
             publish_model.main(publish_model.get_args_parser().parse_args([str(path), "--out-dir", str(locked)]))
+
+
+def test_a_sidecar_with_numbers_no_evaluation_writes_is_refused(tmp_path):
+    from scorefiles import ScoreFileError, score_info_path
+    path = tmp_path / "s.pickle"
+    for text in ('{"stream": "spatial", "test_frames": NaN}', '{"stream": "spatial", "test_frames": 1e12}',
+                 '{"stream": "spatial", "input_size": -3}'):
+        score_info_path(path).write_text(text)
+        with pytest.raises(ScoreFileError, match="a score description no evaluation writes"):
+            load_score_info(path)
