@@ -77,19 +77,29 @@ def export_stream(checkpoint: str | Path, out: str | Path, fmt: str, class_ind: 
     module, record = exportable(checkpoint, class_ind, loaded)
     generator = torch.Generator().manual_seed(0)
     example = torch.randint(0, 256, input_shape(record, 2), dtype=torch.uint8, generator=generator)
-    with atomic_path(out) as scratch:  # kept only when written and checked
-        try:
-            with torch.no_grad():
-                if fmt == "onnx":
-                    _write_onnx(module, example, record, scratch)
-                else:
-                    _write_torchscript(module, example, record, scratch)
-        except Exception as err:  # the exporters' own errors (an operator without ONNX support, ...)
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise UserError(f"could not export {checkpoint} as {fmt} ({type(err).__name__}: {reason})\n"
-                            f"  fix: try the other --format, or another torch/onnxscript version") from None
-        figures = check_export(module, scratch, fmt, record)
+    try:
+        with atomic_path(out) as scratch:  # kept only when written and checked
+            _write(module, example, record, scratch, fmt, checkpoint)
+            figures = check_export(module, scratch, fmt, record)
+    except OSError as err:  # a full disk, a folder gone or read-only
+        raise UserError(f"cannot write {out}: {err.strerror or err}\n  fix: free disk space or pass another "
+                        f"--out") from None
     return figures
+
+
+def _write(module: NormalizedModel, example: torch.Tensor, record: dict, path: Path, fmt: str,
+           checkpoint: str | Path) -> None:
+    """The exporter of ``fmt``; its own errors (an operator without ONNX support, ...) are one
+    message, a failed write is left to the caller."""
+    try:
+        with torch.no_grad():
+            (_write_onnx if fmt == "onnx" else _write_torchscript)(module, example, record, path)
+    except OSError:
+        raise
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise UserError(f"could not export {checkpoint} as {fmt} ({type(err).__name__}: {reason})\n"
+                        f"  fix: try the other --format, or another torch/onnxscript version") from None
 
 
 def _write_onnx(module: NormalizedModel, example: torch.Tensor, record: dict, path: Path) -> None:
@@ -205,4 +215,14 @@ def load_exported_stream(path: str | Path, stream: str, backend: str, device: to
     """An exported stream ready to score videos, with the test protocol of its checkpoint."""
     runner, record = load_runner(path, backend, device)
     classes, args = check_stream_record(record, str(path), stream, class_ind, weights=False)
+    probe = torch.zeros(input_shape(record, 1), dtype=torch.uint8, device=device)
+    try:  # the record was checked alone: does the model inside take and give what it says?
+        with torch.no_grad():
+            shape = tuple(runner(probe).shape)
+    except Exception as err:
+        shape = f"an error ({type(err).__name__})"
+    if shape != (1, record["num_classes"]):
+        raise UserError(f"{path}: its record (input {tuple(probe.shape[1:])}, {record['num_classes']} classes) does "
+                        f"not fit the model inside it, which gives {shape} for that input\n  fix: the file was "
+                        f"edited or damaged; export the checkpoint again with python tools/export.py")
     return stream_model(stream, args, classes, runner, torch.nn.Identity())

@@ -138,10 +138,16 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict):
                 state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path} holds no state dict of tensors\n  fix: pass a .pth state dict or a checkpoint "
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UserError(f"{path} holds no state dict of named tensors\n  fix: pass a .pth state dict or a checkpoint "
                         f"with 'state_dict' or 'model'")
     state, zoo, dropped = to_torchvision(normalize_keys(state))
+    for key, dims in (("conv1.weight", 4), ("fc.weight", 2)):  # what the adaptations below divide and index
+        weight = state.get(key)
+        if weight is not None and (weight.dim() != dims or 0 in weight.shape):
+            raise UserError(f"{path}: its {key} has the shape {tuple(weight.shape)}, not a ResNet's ({dims} "
+                            f"dimensions, none of them 0)\n  fix: pass the weights of a ResNet")
     print(f"--pretrained {path}: {zoo} layout, {len(state)} tensors"
           + (f"; dropped its head: {', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''}" if dropped else ""),
           flush=True)

@@ -132,3 +132,48 @@ def test_an_output_that_is_the_checkpoint_under_another_name_is_refused(tmp_path
         run_export(str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "linked.torchscript.pt"))
     with pytest.raises(UserError, match="is SRC"):
         convert_weights.main(convert_weights.get_args_parser().parse_args([str(ckpt), str(tmp_path / "linked.torchscript.pt")]))
+
+
+def test_a_full_disk_during_export_or_conversion_is_one_message_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from tools import convert_weights
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(export, "_write_torchscript", full)
+    with pytest.raises(UserError, match="cannot write .*spatial.torchscript.pt: No space left on device"):
+        run_export(str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "spatial.torchscript.pt"))
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(UserError, match="cannot write OUT .*out.pth: No space left on device"):
+        convert_weights.main(convert_weights.get_args_parser().parse_args(
+            [str(ckpt), str(tmp_path / "out.pth"), "--arch", "resnet18"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth.tar"]
+    (tmp_path / "folder.pth").mkdir()
+    with pytest.raises(UserError, match="OUT .*folder.pth is a folder"):
+        convert_weights.main(convert_weights.get_args_parser().parse_args(
+            [str(ckpt), str(tmp_path / "folder.pth"), "--arch", "resnet18"]))
+
+
+@pytest.mark.parametrize("edit", [{"args.input_size": 48}, {"stream": "motion", "in_channels": 20},
+                                  {"num_classes": 4, "class_names": CLASSES + ["Delta"]}])
+def test_an_exported_record_edited_to_another_input_or_stream_is_one_message(tmp_path, edit):
+    import json
+
+    import onnx
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar")
+    assert run_export(str(ckpt), "--format", "onnx", "--out", str(tmp_path / "s.onnx")) == 0
+    model = onnx.load(str(tmp_path / "s.onnx"))
+    entry = next(e for e in model.metadata_props if e.key == export.RECORD_KEY)
+    record = json.loads(entry.value)
+    for key, value in edit.items():
+        if key.startswith("args."):
+            record["args"][key[5:]] = value
+        else:
+            record[key] = value
+    entry.value = json.dumps(record)
+    onnx.save(model, str(tmp_path / "edited.onnx"))
+    stream = record["stream"]
+    with pytest.raises(UserError, match="edited.onnx: its record .* does not fit the model inside it"):
+        export.load_exported_stream(tmp_path / "edited.onnx", stream, "onnxruntime", torch.device("cpu"))

@@ -268,3 +268,21 @@ def test_both_streams_train_from_each_format(tmp_path, tiny_data, resnet18_sourc
     layout = {"mmaction2-flow": "mmaction2", "tsm": "tsn-pytorch", "reference-repo": "torchvision",
               "this-repo": "torchvision"}.get(name, name)
     assert f"{layout} layout" in printed
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.update({"conv1.weight": torch.zeros(64, 0, 7, 7)}), "conv1.weight has the shape \\(64, 0, 7, 7\\)"),
+    (lambda s: s.update({"conv1.weight": torch.zeros(64)}), "conv1.weight has the shape \\(64,\\)"),
+    (lambda s: s.update({"fc.weight": torch.zeros(10)}), "fc.weight has the shape \\(10,\\)"),
+    (lambda s: s.update({3: torch.zeros(1)}), "no state dict of named tensors"),
+])
+def test_zoo_files_of_no_resnet_shape_are_one_message(tmp_path, edit, message):
+    from tools import convert_weights
+    state = build_model("resnet18", 10, 3, "none").state_dict()
+    edit(state)
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(UserError, match=message):
+        build_model("resnet18", 5, 20, str(tmp_path / "w.pth"))
+    with pytest.raises(UserError, match=message):
+        convert_weights.main(convert_weights.get_args_parser().parse_args(
+            [str(tmp_path / "w.pth"), str(tmp_path / "out.pth"), "--arch", "resnet18"]))

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from models import ARCHS, build_model  # noqa: E402
 from models.resnet import load_weights_file  # noqa: E402
 from guards import INPUT, OUTPUT, add_path, bound, check_io  # noqa: E402
-from utils import atomic_write, run_cli  # noqa: E402
+from utils import UserError, atomic_write, check_writable_file, run_cli  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,14 +37,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     check_io(get_args_parser(), args)
+    check_writable_file(args.out, "OUT")  # before the conversion: a folder, a missing or read-only one
     state = load_weights_file(args.src)
     conv1 = state.get("conv1.weight")
     in_channels = args.in_channels or (conv1.shape[1] if conv1 is not None else 3)
     fc = state.get("fc.weight")
     model = build_model(args.arch, fc.shape[0] if fc is not None else 1000, in_channels, args.src)
     converted = {k: v for k, v in model.state_dict().items() if fc is not None or not k.startswith("fc.")}
-    with atomic_write(args.out) as f:
-        torch.save(converted, f)
+    try:
+        with atomic_write(args.out) as f:
+            torch.save(converted, f)
+    except OSError as err:
+        raise UserError(f"cannot write OUT {args.out}: {err.strerror or err}\n  fix: free disk space or pass another "
+                        f"OUT") from None
     print(f"wrote {args.out}: {args.arch}, {in_channels} input channels, {len(converted)} tensors"
           + ("" if fc is not None else " (no classifier)"))
     return 0
