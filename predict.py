@@ -41,7 +41,7 @@ from inference.windows import count_windows, plan_windows, segments
 from models.zoo import resolve_weights
 from scorefiles import check_fusion_weights, default_fusion_weights
 from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io
-from utils import UserError, atomic_write, check_writable_file, default_workers, run_cli
+from utils import UserError, atomic_write, check_writable_dir, check_writable_file, default_workers, run_cli
 
 
 MAX_WINDOW_INPUTS = 2_000_000  # windows x positions planned for one video (about 100 MB of plans)
@@ -205,6 +205,17 @@ def check_outputs(args: argparse.Namespace, videos: list[Path]) -> None:
             outputs.update({f"--{flag} for {v.name}: {output_path(option, v, True, suffix, create=False)}":
                             output_path(option, v, True, suffix, create=False) for v in videos})
     check_io(get_args_parser(), args, inputs={f"the video {v}": v for v in videos}, outputs=outputs)
+    for flag in ("plot", "annotate"):  # a folder that cannot take them fails now, not after the videos
+        option = getattr(args, flag)
+        if option and several:
+            try:
+                Path(option).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UserError(f"cannot create --{flag} {option}: {err.strerror or err}\n  fix: pass a folder you "
+                                f"can write") from None
+            check_writable_dir(option, f"--{flag}")
+        elif option:
+            check_writable_file(option, f"--{flag}")
     if args.annotate and Path(args.annotate).suffix.lower() not in ("", *ANNOTATE_SUFFIXES):
         raise UserError(f"--annotate {args.annotate}: write an .mp4 or .avi file (or a folder for several videos)")
     if args.annotate:

@@ -160,6 +160,10 @@ def check_compatible(ckpt: dict, path: str | Path, stream: str, arch: str, in_ch
     message says what differs and which flag fixes it."""
     if ckpt.get("format") == CHECKPOINT_FORMAT:
         check_record_shapes(ckpt, path)
+        lacking = [key for key in ("stream", "arch", "in_channels", "num_classes", "model") if key not in ckpt]
+        if lacking:
+            raise UserError(f"{path} lacks {', '.join(lacking)}: not a complete checkpoint of this repo\n"
+                            f"  fix: use the file spatial_cnn.py / motion_cnn.py wrote")
         if ckpt["stream"] != stream:
             raise UserError(f"{path} is a checkpoint of the {ckpt['stream']} stream; this is the {stream} "
                             f"stream\n  fix: use it with {ckpt['stream']}_cnn.py")
@@ -172,18 +176,19 @@ def check_compatible(ckpt: dict, path: str | Path, stream: str, arch: str, in_ch
         if ckpt["num_classes"] != num_classes:
             raise UserError(f"{path} has {ckpt['num_classes']} classes, the split has {num_classes}\n"
                             f"  fix: use the --split-dir it was trained with")
-        return ckpt["model"]
-    state = normalize_keys(ckpt["state_dict"])  # the reference repo or a bare state dict
-    expected = model.state_dict()
-    conv1 = state.get("conv1.weight")
-    if conv1 is not None and conv1.shape[1] != in_channels:
-        other = "spatial" if conv1.shape[1] == 3 else "motion"
-        raise UserError(f"{path} takes {conv1.shape[1]} input channels (a {other} stream checkpoint?); "
-                        f"the {stream} stream needs {in_channels}")
-    fc = state.get("fc.weight")
-    if fc is not None and fc.shape[0] != num_classes:
-        raise UserError(f"{path} has {fc.shape[0]} classes, the split has {num_classes}\n"
-                        f"  fix: use the --split-dir it was trained with")
+        state = ckpt["model"]
+    else:
+        state = normalize_keys(ckpt["state_dict"])  # the reference repo or a bare state dict
+        conv1 = state.get("conv1.weight")
+        if conv1 is not None and conv1.shape[1] != in_channels:
+            other = "spatial" if conv1.shape[1] == 3 else "motion"
+            raise UserError(f"{path} takes {conv1.shape[1]} input channels (a {other} stream checkpoint?); "
+                            f"the {stream} stream needs {in_channels}")
+        fc = state.get("fc.weight")
+        if fc is not None and fc.shape[0] != num_classes:
+            raise UserError(f"{path} has {fc.shape[0]} classes, the split has {num_classes}\n"
+                            f"  fix: use the --split-dir it was trained with")
+    expected = model.state_dict()  # every weight, also of a record that names another depth than its weights
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
@@ -191,7 +196,7 @@ def check_compatible(ckpt: dict, path: str | Path, stream: str, arch: str, in_ch
         raise UserError(f"{path} does not fit --arch {arch}: {len(missing)} weights missing "
                         f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
                         f"{len(mismatched)} of another shape (e.g. {mismatched[:2]})\n"
-                        f"  fix: pass the --arch it was trained with")
+                        f"  fix: pass the --arch it was trained with, or use the file its training wrote")
     return state
 
 

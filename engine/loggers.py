@@ -12,13 +12,15 @@ main process logs (under torchrun the others get no backends).
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from scorefiles import confusion_figure
-from utils import CsvLogger, optional_import
+from utils import CsvLogger, UserError, check_writable_dir, optional_import
 
 from .run_dir import TENSORBOARD_DIR
 
@@ -77,31 +79,53 @@ class TensorBoardBackend(Logger):
         optional_import("tensorboard", "--logger tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(output_dir / TENSORBOARD_DIR), purge_step=purge_from)
+        folder = output_dir / TENSORBOARD_DIR
+        try:  # before training: a folder that cannot take the events is one message
+            folder.mkdir(exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot use {folder} for --logger tensorboard: {err.strerror or err}\n  fix: remove "
+                            f"what is there, or drop tensorboard from --logger") from None
+        check_writable_dir(folder, "the TensorBoard folder")
+        self.writer = SummaryWriter(str(folder), purge_step=purge_from)
+
+    def _write(self, log: Callable[[], None]) -> None:
+        """One write of events; a failed one (a full disk) stops TensorBoard logging with a warning,
+        never the training (the CSV logs and checkpoints go on)."""
+        if self.writer is None:
+            return
+        try:
+            log()
+            self.writer.flush()
+        except OSError as err:
+            print(f"warning: TensorBoard logging stopped, its events cannot be written ({err.strerror or err}); "
+                  f"the CSV logs and checkpoints go on", flush=True)
+            self.writer = None
 
     def epoch(self, record: EpochRecord) -> None:
-        for name, value in record.train.items():
-            self.writer.add_scalar(f"train/{name}", value, record.epoch)
-        for name, value in record.test.items():
-            self.writer.add_scalar(f"{record.selection}/{name}", value, record.epoch)
-        self.writer.add_scalar("lr", record.lr, record.epoch)
-        self.writer.add_scalar("speed/samples_per_s", record.samples_per_second, record.epoch)
-        self.writer.add_scalar("speed/data_wait_share", record.data_wait, record.epoch)
-        self.writer.add_scalar("speed/epoch_seconds", record.seconds, record.epoch)
-        self.writer.flush()
+        def log() -> None:
+            for name, value in record.train.items():
+                self.writer.add_scalar(f"train/{name}", value, record.epoch)
+            for name, value in record.test.items():
+                self.writer.add_scalar(f"{record.selection}/{name}", value, record.epoch)
+            self.writer.add_scalar("lr", record.lr, record.epoch)
+            self.writer.add_scalar("speed/samples_per_s", record.samples_per_second, record.epoch)
+            self.writer.add_scalar("speed/data_wait_share", record.data_wait, record.epoch)
+            self.writer.add_scalar("speed/epoch_seconds", record.seconds, record.epoch)
+        self._write(log)
 
     draws_figures = True
 
     def test_pass(self, epoch: int, tag: str, confusion) -> None:
-        self.writer.add_figure(f"{tag}/confusion_matrix", confusion, epoch, close=False)
-        self.writer.flush()
+        self._write(lambda: self.writer.add_figure(f"{tag}/confusion_matrix", confusion, epoch, close=False))
 
     def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
-        self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
-        self.writer.flush()
+        self._write(lambda: self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in metrics.items()},
+                                                    run_name="."))
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            with contextlib.suppress(OSError):
+                self.writer.close()
 
 
 class WandbBackend(Logger):

@@ -146,3 +146,23 @@ def test_wandb_receives_the_same_numbers_through_its_api(data, tmp_path, monkeyp
     assert {"lr", "speed/samples_per_s", "speed/data_wait_share", "test/top1", "train/top5"} <= set(scalars[0][1])
     assert [step for step, v in calls["log"] if "test/confusion_matrix" in v] == [1, 2]
     assert calls["summary"]["top1"] == result["top1"] and calls["finished"]
+
+
+def test_a_tensorboard_folder_that_cannot_take_events_is_one_message_or_a_warning(data, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "file"
+    out.mkdir()
+    (out / "tensorboard").write_text("a file where the events go")
+    with pytest.raises(UserError, match="cannot use .*tensorboard for --logger tensorboard"):
+        spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "1", "--overwrite"))
+    # a disk that fills during training: TensorBoard stops with a warning, the run and its CSV go on
+    from torch.utils.tensorboard import SummaryWriter
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(SummaryWriter, "add_scalar", full)
+    out = tmp_path / "full"
+    spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "2"))
+    assert "TensorBoard logging stopped, its events cannot be written (No space left on device)" in \
+        capsys.readouterr().out
+    assert (out / "checkpoint.pth.tar").exists() and len((out / "train.csv").read_text().splitlines()) == 3

@@ -374,3 +374,33 @@ def test_a_sidecar_with_numbers_no_evaluation_writes_is_refused(tmp_path):
         score_info_path(path).write_text(text)
         with pytest.raises(ScoreFileError, match="a score description no evaluation writes"):
             load_score_info(path)
+
+
+def test_evaluating_a_checkpoint_relabelled_or_without_its_stream_is_one_message(tmp_path):
+    import spatial_cnn
+    from tests.synth import make_dataset
+    data = make_dataset(tmp_path / "data")
+    path = checkpoint(tmp_path / "c.pth.tar", input_size=32)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"] = build_model("resnet18", 3, 3, "none").state_dict()
+    ckpt.update(class_names=["Alpha", "Beta", "Gamma"])
+
+    def evaluate(edit, name):
+        torch.save({**{k: v for k, v in ckpt.items() if k not in edit.get("drop", ())}, **edit.get("set", {})},
+                   tmp_path / name)
+        spatial_cnn.main(spatial_cnn.parse_args(
+            ["--data-root", str(data.data_root), "--split-dir", str(data.split_dir), "--evaluate", "--resume",
+             str(tmp_path / name), "--output-dir", str(tmp_path / name.split(".")[0]), "--device", "cpu"]))
+    with pytest.raises(UserError, match="(?s)does not fit --arch resnet34: .* weights missing"):
+        evaluate({"set": {"arch": "resnet34", "args": {**ckpt["args"], "arch": "resnet34"}}}, "relabelled.pth.tar")
+    with pytest.raises(UserError, match="lacks stream: not a complete checkpoint"):
+        evaluate({"drop": ("stream",)}, "nostream.pth.tar")
+
+
+def test_annotations_into_a_folder_that_cannot_take_them_fail_before_any_video(inputs):
+    (inputs / "file").write_text("")
+    with pytest.raises(UserError, match="--annotate .*out.mp4: the folder .*missing does not exist"):
+        predict.main(predict_args(inputs, "--annotate", str(inputs / "missing" / "out.mp4")))
+    with pytest.raises(UserError, match="cannot create --annotate"):
+        predict.main(predict_args(inputs, "--annotate", str(inputs / "file" / "sub"),
+                                  videos=("videos/a.avi", "videos/b.mp4")))
