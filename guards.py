@@ -132,6 +132,17 @@ BOUNDS: dict[str, Bound] = {
 }
 
 
+def frame_size(size: list[int], flag: str = "--size", keep: bool = True) -> tuple[int, int] | None:
+    """``--size H W`` as (H, W); ``0 0`` (where ``keep``) is None: the video's own size. A single
+    0, or a side under 8 pixels, is a UserError."""
+    if keep and list(size) == [0, 0]:
+        return None
+    if min(size) < 8:
+        raise UserError(f"{flag} {' '.join(map(str, size))}: both sides must be at least 8 pixels"
+                        + (", or 0 0 for the video's own size" if keep else ""))
+    return int(size[0]), int(size[1])
+
+
 def bound(name: str) -> Bound:
     """The argparse ``type`` of a numeric flag: its entry in :data:`BOUNDS`."""
     return BOUNDS[name]
@@ -152,6 +163,22 @@ def value_problems(values: Mapping[str, object], names: Iterable[str] | None = N
                 problems.append(f"{name} {problem}")
                 break
     return problems
+
+
+def check_options(parser: argparse.ArgumentParser, values: Mapping[str, object]) -> None:
+    """Values set on a parsed namespace by code rather than by the command line (a library's
+    keyword arguments) against the bounds of the parser's options of those names."""
+    types = {a.dest: a.type for a in parser._actions if isinstance(a.type, Bound)}
+    problems = []
+    for name, value in values.items():
+        if name in types and value is not None:
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                problem = types[name].problem(item)
+                if problem:
+                    problems.append(f"{name}: {problem}")
+                    break
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 def check_values(values: Mapping[str, object], where: str, names: Iterable[str] | None = None) -> None:

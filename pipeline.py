@@ -28,7 +28,7 @@ from pathlib import Path
 
 from dataloader.splits import DEFAULT_SPLIT_DIR, SPLIT_FORMATS, load_split
 from dataloader.video import find_videos
-from guards import INPUT, LIST_FILES, OUTPUT, VIDEO_FILES, add_path, bound, check_io
+from guards import INPUT, LIST_FILES, OUTPUT, VIDEO_FILES, add_path, bound, check_io, frame_size
 from utils import UserError, atomic_write, hold_lock, run_cli, sha256_of
 
 ROOT = Path(__file__).resolve().parent
@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name):
             setattr(args, name, Path(getattr(args, name)).absolute())
     check_io(parser, args)
+    frame_size(args.size)
     if not args.video_dir.is_dir():
         raise UserError(f"video folder not found: {args.video_dir}")
     out = args.out_dir.resolve()

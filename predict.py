@@ -40,7 +40,7 @@ from inference.scorer import FlowFunction, StreamingScorer, StreamModel, load_st
 from inference.windows import count_windows, plan_windows, segments
 from models.zoo import resolve_weights
 from scorefiles import check_fusion_weights, default_fusion_weights
-from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io
+from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, check_options, frame_size
 from utils import UserError, atomic_write, check_writable_dir, check_writable_file, default_workers, run_cli
 
 
@@ -86,7 +86,7 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
     """One video's record: fused and per-stream top-k with probabilities and raw scores, and
     with --window the timeline of windows."""
     started = time.perf_counter()
-    reader = VideoReader(path, None if args.size == [0, 0] else tuple(args.size))
+    reader = VideoReader(path, frame_size(args.size))
     times = reader.timestamps()  # the true frame count, whatever the container says
     if not times:
         raise UserError("no frames could be decoded")
@@ -170,6 +170,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("give --spatial CKPT, --motion CKPT or both")
     if not 0 <= args.jpeg_quality <= 100 or args.topk < 1 or args.bound <= 0:
         raise UserError("--jpeg-quality must be 0..100, --topk at least 1 and --bound positive")
+    frame_size(args.size)
     if args.stride is not None and args.window is None:
         raise UserError("--stride needs --window (the window length in seconds)")
     if args.window is not None:
@@ -285,11 +286,13 @@ class Predictor:
                  **options: object):
         argv = ["video"] + [f for name, path in (("--spatial", spatial), ("--motion", motion)) if path
                             for f in (name, str(path))] + ["--device", device, "--workers", "1"]
-        self.args = get_args_parser().parse_args(argv)
+        parser = get_args_parser()
+        self.args = parser.parse_args(argv)
         for name, value in options.items():  # any of predict.py's flags, by their dest name
             if not hasattr(self.args, name):
                 raise TypeError(f"Predictor has no option {name!r}")
             setattr(self.args, name, value)
+        check_options(parser, options)  # the bounds the flags have
         check_args(self.args)
         self.device = torch.device(device)
         self.streams, self.weights = load_streams(self.args, self.device)
@@ -364,7 +367,7 @@ def run_videos(videos: list[Path], streams: list[StreamModel], weights: list[flo
                 plot_timeline(output_path(args.plot, path, several, "_timeline.png"), record)
             if args.annotate:
                 annotate_video(path, output_path(args.annotate, path, several, "_annotated.mp4"), record,
-                               None if args.size == [0, 0] else tuple(args.size))
+                               frame_size(args.size))
         except (UserError, OSError) as err:
             failed.append(path)
             record["error"] = f"--plot/--annotate: {err}"

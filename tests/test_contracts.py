@@ -425,3 +425,25 @@ def test_concurrent_publishing_under_one_name_keeps_each_file_true_to_its_hash(t
         assert sha256_of(file).startswith(file.stem.rsplit("-", 1)[1])
     assert sorted(torch.load(f, weights_only=True)["stream"] for f in files) == ["motion", "spatial"]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_library_options_pass_the_flags_bounds(tmp_path):
+    """predict.Predictor (and torch.hub's two_stream) take predict.py's flags as keyword
+    arguments: the same bounds hold."""
+    import predict
+    (tmp_path / "s.pth").write_bytes(b"checkpoint")
+    for options in ({"bound": float("nan")}, {"topk": 0}, {"window": float("inf")}, {"jpeg_quality": 1000}):
+        with pytest.raises(UserError, match=f"{next(iter(options))}: "):
+            predict.Predictor(spatial=str(tmp_path / "s.pth"), **options)
+
+
+@pytest.mark.parametrize("script,argv", [
+    ("tools/extract_frames.py", ["V", "O", "--size", "0", "340"]),
+    ("predict.py", ["v.mp4", "--spatial", "s.pth", "--size", "4", "4"]),
+    ("tools/make_demo_data.py", ["O", "--size", "0", "0"]),
+])
+def test_a_frame_size_with_one_zero_or_tiny_sides_is_one_message(script, argv):
+    from guards import frame_size
+    args = COMMANDS[script].parser().parse_args(argv)
+    with pytest.raises(UserError, match="--size .*: both sides must be at least 8 pixels"):
+        frame_size(args.size, keep=script != "tools/make_demo_data.py")

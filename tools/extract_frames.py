@@ -30,7 +30,7 @@ from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, r
 
 from tools.jobs import (file_stamp, finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
                         run_jobs, shard, shard_note, start_partial)
-from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, plain_name  # noqa: E402
+from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, frame_size, plain_name  # noqa: E402
 from utils import UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
@@ -128,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
     videos = find_videos(args.video_dir, args.list, args.split_format, args.allow_absolute_paths)
     if not videos:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {args.video_dir}")
-    size = None if args.size == [0, 0] else tuple(args.size)
+    size = frame_size(args.size)
     try:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from guards import OUTPUT, add_path, bound  # noqa: E402
+from guards import OUTPUT, add_path, bound, frame_size  # noqa: E402
 from utils import UserError, run_cli  # noqa: E402
 
 # RGB, nearly equal luma (0.299 R + 0.587 G + 0.114 B ~ 120): in the grey images that flow is
@@ -107,7 +107,7 @@ def main() -> None:
     args = get_args_parser().parse_args()
     if args.videos_per_class <= TEST_GROUPS:
         raise UserError(f"--videos-per-class must be more than {TEST_GROUPS} (the test groups)")
-    splits = make_demo_data(args.out_dir, args.seed, args.frames, tuple(args.size), args.videos_per_class)
+    splits = make_demo_data(args.out_dir, args.seed, args.frames, frame_size(args.size, keep=False), args.videos_per_class)
     print(f"{len(demo_classes()) * args.videos_per_class} videos in {args.out_dir / 'videos'}, split lists in {splits}")
 
 
