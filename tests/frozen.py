@@ -8,6 +8,8 @@ that first wrote it, so that it stays the baseline of that commit's code).
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import re
 import subprocess
@@ -16,6 +18,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# torch's CPU threads split float sums, so their order (and the last bits) follow the thread count:
+# fixtures are written and compared with this many, whatever the machine or OMP_NUM_THREADS say
+FROZEN_THREADS = 2
 COMPARED = ("torch", "torchvision", "numpy", "pillow", "opencv", "cpu", "cpu_capability", "cpu_vector_flags")
 VECTOR_FLAG = re.compile(r"^(sse4_\d|avx\w*|fma\w*|amx\w*|f16c)$")
 
@@ -67,9 +72,23 @@ def environment() -> dict[str, str]:
 
 
 def written_record(commit: str) -> dict[str, str]:
-    """What a fixture stores about where it was written: this environment and the commit whose
-    code wrote it."""
-    return {**environment(), "commit": commit}
+    """What a fixture stores about where it was written: this environment, the thread count and
+    the commit whose code wrote it."""
+    return {**environment(), "threads": FROZEN_THREADS, "commit": commit}
+
+
+@contextlib.contextmanager
+def frozen_threads(record: dict | None):
+    """Run the comparison with the thread count the fixture was written with (fixtures from
+    before the record said so were written with FROZEN_THREADS), on any machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int((record or {}).get("threads", FROZEN_THREADS)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_record(record: dict | None, fixture: Path, regenerate: str) -> None:
@@ -97,7 +116,8 @@ def run_at_commit(commit: str, module: str, produced: str) -> bytes:
         tree = Path(out) / "tree"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True)
         try:
-            subprocess.run([sys.executable, "-m", module], cwd=tree, check=True)
+            env = {**os.environ, "OMP_NUM_THREADS": str(FROZEN_THREADS)}
+            subprocess.run([sys.executable, "-m", module], cwd=tree, check=True, env=env)
             return (tree / produced).read_bytes()
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=True)

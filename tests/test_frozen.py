@@ -46,3 +46,24 @@ def test_the_committed_fixtures_say_where_and_from_which_commit_they_were_writte
     record, numbers = load()
     assert record is not None and set(COMPARED) <= set(record) and record["commit"] == commit
     assert numbers
+
+
+@pytest.mark.slow
+def test_the_frozen_numbers_hold_under_one_thread():
+    """OMP_NUM_THREADS=1 (many Slurm jobs): the comparison runs with the fixture's own thread count
+    (the suite itself runs it under this machine's default; test_predict's frozen comparison
+    uses the same frozen_threads)."""
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_recipes.py::test_reference_recipe_gives_the_scores_written_before_the_tsn_options"],
+                          cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_a_record_says_how_many_threads_wrote_it():
+    from tests.frozen import FROZEN_THREADS
+    assert written_record("abc1234")["threads"] == FROZEN_THREADS

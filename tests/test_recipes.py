@@ -21,7 +21,7 @@ from dataloader.sampling import segment_positions
 from dataloader.transforms import (MOTION_SCALES, TSN_SCALES, MultiCrop, fixed_offsets, multiscale_crop_params,
                                    multi_crop_boxes, train_crop)
 from models import FrozenStatsBatchNorm2d, build_model, freeze_partial_bn
-from tests.frozen import check_record
+from tests.frozen import check_record, frozen_threads
 from tests.reference_run import FIXTURE, REGENERATE, load_fixture, run_both_streams
 from tests.synth import make_dataset
 from utils import UserError
@@ -30,7 +30,8 @@ from utils import UserError
 def test_reference_recipe_gives_the_scores_written_before_the_tsn_options(tmp_path):
     record, frozen = load_fixture()
     check_record(record, FIXTURE, REGENERATE)  # the numbers hold only where they were written
-    scores = run_both_streams(tmp_path, "--recipe", "reference")
+    with frozen_threads(record):
+        scores = run_both_streams(tmp_path, "--recipe", "reference")
     got = {f"{stream}/{video}": s for stream, by_video in scores.items() for video, s in by_video.items()}
     assert sorted(got) == sorted(frozen)
     for key in frozen:  # one epoch of training and the test pass, as on the commit that wrote them
