@@ -107,6 +107,26 @@ def apply_checkpoint_settings(args: argparse.Namespace, saved: dict, path: str) 
     return taken
 
 
+# what a resumed training run does not take from its checkpoint: where and how fast it runs on this
+# machine, and what the command line says about this invocation itself
+NOT_RESUMED = ("resume", "evaluate", "overwrite", "output_dir", "start_epoch", "device", "workers", "amp",
+               "channels_last", "device_resize", "compile", "sync_bn", "test_batch_size",
+               "override_checkpoint_settings", "explicit", "auto_resumed", "config")
+
+
+def apply_run_settings(args: argparse.Namespace, saved: dict) -> list[str]:
+    """A resumed training run goes on with every setting its checkpoint stores (lr, batch size,
+    schedule, data options, ...) where the command line is silent; returns what was taken."""
+    explicit = set(getattr(args, "explicit", ()))
+    taken = []
+    for name, value in saved.items():
+        if name in NOT_RESUMED or name in explicit or not hasattr(args, name) or getattr(args, name) == value:
+            continue
+        setattr(args, name, value)
+        taken.append(f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    return taken
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write a checkpoint atomically: a crash or a full disk mid-write never corrupts the
     previous one, and a failed write is one message naming the last good checkpoint."""

@@ -129,8 +129,9 @@ def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None
     train.add_argument("--clip-grad-norm", type=bound("clip_grad_norm"), default=None,
                        help="clip the gradients' total norm to this (TSN: 20); default no clipping")
     train.add_argument("--seed", type=bound("seed"), default=0)
-    add_path(train, "--resume", role=INPUT, default="", help="checkpoint to continue from (or to evaluate); 'auto': the "
-                                                     "run in --output-dir if it has a checkpoint, else a fresh one")
+    add_path(train, "--resume", role=INPUT, default="", nargs="?", const="auto", metavar="PATH",
+             help="checkpoint to continue from, in its run's folder with its settings (flags given win), or to "
+                  "evaluate; alone (or 'auto'): the run in --output-dir if it has a checkpoint, else a fresh one")
     train.add_argument("--start-epoch", type=bound("start_epoch"), default=None, help="override the checkpoint's epoch")
     train.add_argument("--evaluate", action="store_true", help="only run the test pass and write the score file")
     train.add_argument("--overwrite", action="store_true",

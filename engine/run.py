@@ -15,8 +15,8 @@ from models import base_lr
 from utils import UserError
 
 from .build import build_data, build_training
-from .checkpoints import (CHECKPOINT_FORMAT, apply_checkpoint_settings, checkpoint_state, load_checkpoint,
-                          save_checkpoint)
+from .checkpoints import (CHECKPOINT_FORMAT, NOT_RESUMED, apply_checkpoint_settings, apply_run_settings,
+                          checkpoint_state, load_checkpoint, save_checkpoint)
 from .cli import apply_recipe
 from .distributed import World, init_distributed, log, resolve_device
 from .loggers import EpochRecord, Loggers, hyperparameters, open_loggers
@@ -34,15 +34,11 @@ def run(args: argparse.Namespace, stream: Stream) -> dict | None:
     folder = None
     try:
         device = resolve_device(args, world)
+        _resolve_resume(args)
+        ckpt = _load_resume_checkpoint(args, world, stream)
         output_dir = Path(args.output_dir)
-        args.auto_resumed = args.resume == "auto"
-        if args.auto_resumed:  # continue the run in --output-dir if it has a checkpoint, else start afresh
-            latest = output_dir / "checkpoint.pth.tar"
-            args.resume = str(latest) if latest.is_file() else ""
-            args.overwrite = args.overwrite or not args.resume
         if world.is_main:  # before any data is read: a bad folder must not cost an epoch
             folder = OutputFolder(output_dir, stream.score_file, bool(args.resume), args.overwrite)
-        ckpt = _load_resume_checkpoint(args, world, stream)
         data = build_data(args, stream, world, output_dir, device.type == "cuda")
         training = build_training(args, stream, world, device, data, ckpt)
         with training.ctx.stop:
@@ -56,26 +52,53 @@ def run(args: argparse.Namespace, stream: Stream) -> dict | None:
             dist.destroy_process_group()
 
 
+def _resolve_resume(args: argparse.Namespace) -> None:
+    """The checkpoint --resume names: 'auto' (also ``--resume`` alone) is the run in --output-dir
+    if it has a checkpoint, else a fresh one; ``--evaluate`` alone scores that run's best (a
+    folder without a run: the model as --pretrained makes it)."""
+    output_dir = Path(args.output_dir)
+    args.auto_resumed = args.resume == "auto"
+    if args.auto_resumed:
+        latest = output_dir / "checkpoint.pth.tar"
+        args.resume = str(latest) if latest.is_file() else ""
+        args.overwrite = args.overwrite or not args.resume
+    elif args.evaluate and not args.resume:  # without a run there, the model as --pretrained makes it
+        found = [output_dir / name for name in ("model_best.pth.tar", "checkpoint.pth.tar")
+                 if (output_dir / name).is_file()]
+        args.resume = str(found[0]) if found else ""
+
+
 def _load_resume_checkpoint(args: argparse.Namespace, world: World, stream: Stream) -> dict | None:
-    """The --resume checkpoint, whose recipe and stored input settings become this run's
-    defaults (flags given explicitly still win)."""
+    """The --resume checkpoint. A training checkpoint of this repo continues its run: its folder
+    (unless --output-dir is given) and every setting it stores, its recipe first; flags given
+    explicitly win, and the log says what came from where."""
     if not args.resume:
         return None
     ckpt = load_checkpoint(args.resume)
-    if ckpt.get("format") == CHECKPOINT_FORMAT:
-        if not args.evaluate and "optimizer" not in ckpt:
-            raise UserError(f"{args.resume} is a published model (tools/publish_model.py): it keeps the weights but "
-                            f"no training state to resume\n  fix: fine-tune from it with --pretrained "
-                            f"{args.resume}, or score it with --evaluate --resume {args.resume}")
-        saved = ckpt.get("args", {})
-        recipe, taken = saved.get("recipe", "reference"), []
-        if "recipe" not in args.explicit and recipe != args.recipe and recipe in stream.recipes:
-            args.recipe = recipe
-            apply_recipe(args, stream.recipes[recipe])
-            taken.append(f"--recipe {recipe}")
-        taken += apply_checkpoint_settings(args, saved, args.resume)
-        if taken:
-            log(world, f"settings from {args.resume}: {', '.join(taken)}")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        return ckpt
+    if not args.evaluate and "optimizer" not in ckpt:
+        raise UserError(f"{args.resume} is a published model (tools/publish_model.py): it keeps the weights but "
+                        f"no training state to resume\n  fix: fine-tune from it with --pretrained "
+                        f"{args.resume}, or score it with --evaluate --resume {args.resume}")
+    saved = ckpt.get("args", {})
+    recipe, taken = saved.get("recipe", "reference"), []
+    if "recipe" not in args.explicit and recipe != args.recipe and recipe in stream.recipes:
+        args.recipe = recipe
+        apply_recipe(args, stream.recipes[recipe])
+        taken.append(f"--recipe {recipe}")
+    taken += apply_checkpoint_settings(args, saved, args.resume)
+    if "optimizer" in ckpt:  # a training run's checkpoint: that run goes on, in its folder
+        if "output_dir" not in args.explicit and Path(args.output_dir).resolve() != Path(args.resume).resolve().parent:
+            args.output_dir = str(Path(args.resume).parent)
+            taken.append(f"--output-dir {args.output_dir}")
+        taken += apply_run_settings(args, saved)
+    if taken:
+        log(world, f"settings from {args.resume}: {', '.join(taken)}")
+    given = [f"--{name.replace('_', '-')}" for name in args.explicit if name in saved and name not in NOT_RESUMED
+             and saved[name] != getattr(args, name)]
+    if given:
+        log(world, f"given on the command line instead of {args.resume}'s: {' '.join(sorted(given))}")
     return ckpt
 
 

@@ -333,10 +333,13 @@ def test_an_output_folder_holding_a_run_is_refused(data, tmp_path):
     out = tmp_path / "run"
     spatial_cnn.main(spatial_args(data, out, "--epochs", "1"))
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    for extra in ((), ("--epochs", "1"), ("--evaluate",)):
+    for extra in ((), ("--epochs", "1")):
         with pytest.raises(UserError, match=f"(?s){out} holds a previous run .*--resume.*--overwrite"):
             spatial_cnn.main(spatial_args(data, out, *extra))
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    result = spatial_cnn.main(spatial_args(data, out, "--evaluate"))  # --evaluate alone: the run's best
+    best = torch.load(out / "model_best.pth.tar", weights_only=True)
+    assert result["top1"] == best["best_top1"]
     spatial_cnn.main(spatial_args(data, out, "--epochs", "1", "--overwrite"))
     assert len((out / "train.csv").read_text().splitlines()) == 2  # a fresh log, not appended to
 
@@ -469,3 +472,33 @@ def test_a_folder_holding_only_a_score_file_is_protected(tmp_path):
         engine.OutputFolder(out, "spatial_video_preds.pickle", resume=False, overwrite=False)
     assert (out / "spatial_video_preds.pickle").read_bytes() == b"results"
     engine.OutputFolder(out, "spatial_video_preds.pickle", resume=False, overwrite=True).close()
+
+
+def test_resume_in_the_readme_s_form_continues_that_run_with_its_settings(data, tmp_path, monkeypatch, capsys):
+    """``spatial_cnn.py --resume RUN/checkpoint.pth.tar --epochs 3``: on in RUN (not
+    record/spatial), with the run's lr, batch size, schedule and data options, not the defaults;
+    a flag given explicitly wins and the log says so. ``--resume`` alone is the run in
+    --output-dir; ``--evaluate`` alone scores its best checkpoint."""
+    run = tmp_path / "run"
+    spatial_cnn.main(spatial_args(data, run, "--lr", "0.02", "--batch-size", "3", "--lr-scheduler", "cosine"))
+    monkeypatch.chdir(tmp_path)  # where record/spatial would be
+    capsys.readouterr()
+    args = spatial_cnn.parse_args(["--resume", str(run / "checkpoint.pth.tar"), "--epochs", "3", "--workers", "0"])
+    spatial_cnn.main(args)
+    assert (args.output_dir, args.lr, args.batch_size, args.lr_scheduler, args.data_root) == \
+        (str(run), 0.02, 3, "cosine", str(data.data_root))
+    assert not (tmp_path / "record").exists()
+    assert len((run / "train.csv").read_text().splitlines()) == 4  # epochs 1, 2 and now 3
+    log = capsys.readouterr().out
+    assert "--lr 0.02" in log and "--batch-size 3" in log and f"--output-dir {run}" in log
+    assert "given on the command line instead of" in log and "--epochs" in log
+    assert torch.load(run / "checkpoint.pth.tar", weights_only=True)["epoch"] == 3
+    # --resume alone: the run in --output-dir, with a flag that overrides a stored setting
+    args = spatial_cnn.parse_args(["--resume", "--output-dir", str(run), "--epochs", "4", "--lr", "0.01",
+                                   "--workers", "0"])
+    spatial_cnn.main(args)
+    assert args.lr == 0.01 and args.batch_size == 3
+    assert "--lr" in capsys.readouterr().out.split("given on the command line instead of")[1]
+    # --evaluate alone: the run's best checkpoint, its score file in the run
+    result = spatial_cnn.main(spatial_cnn.parse_args(["--evaluate", "--output-dir", str(run), "--workers", "0"]))
+    assert result["top1"] == torch.load(run / "model_best.pth.tar", weights_only=True)["best_top1"]
