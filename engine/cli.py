@@ -3,13 +3,16 @@ checks of the numbers, and which flags were given explicitly."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from dataloader import LAYOUTS, TEST_CROPS, TEST_FRAMES, TEST_POSITIONS, TEST_SCALES, TRAIN_CROPS, multicrop_scale_side
 from dataloader.splits import add_split_arguments
+from guards import MAX_TEST_FRAMES  # noqa: F401 (engine's name for it)
+from guards import INPUT, OUTPUT, add_path, bound, check_io, check_options
 from models import ARCHS, LR_GROUPS
-from guards import INPUT, MAX_TEST_FRAMES, OUTPUT, add_path, bound, check_io  # noqa: F401 (MAX_TEST_FRAMES: engine's name for it)
+from utils import UserError
 
 RECIPE_NAMES = ("reference", "tsn")  # --recipe; each stream script says what a recipe sets
 LOGGERS = ("csv", "tensorboard", "wandb")  # --logger; engine/loggers.py has the backends
@@ -141,6 +144,8 @@ def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None
                        help="let the command line change the settings stored in the --resume checkpoint "
                             "(recipe, input size, test view, frames and crops, stack length and order, flow mean)")
 
+    add_path(train, "--config", role=INPUT, metavar="FILE",
+             help="start from the settings of a run record (a run folder's config.json); flags given win")
     train.add_argument("--logger", type=parse_loggers, default=["csv"], metavar="csv[,tensorboard][,wandb]",
                        help="where the numbers go besides the CSV logs: tensorboard (OUTPUT_DIR/tensorboard: "
                             "loss, top-1/5, lr, samples/s, data-wait share, confusion matrices, hparams), wandb "
@@ -174,11 +179,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     """Parse and validate; ``args.explicit`` holds the flags given on the command line (they
     win over the --recipe and over a checkpoint's stored settings). Invalid numbers are one
     usage error (exit 2)."""
+    configured = _config_defaults(parser, argv)
     args = parser.parse_args(argv)
     check_io(parser, args)
     probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
     probe, _ = parser.parse_known_args(argv, namespace=probe)
-    args.explicit = sorted(k for k, v in vars(probe).items() if v is not _UNSET)
+    args.explicit = sorted({k for k, v in vars(probe).items() if v is not _UNSET} | set(configured))
     apply_recipe(args, (recipes or {}).get(args.recipe, {}))
     # each number is checked by its parser type (guards.BOUNDS); what remains relates two of them
     problems = []
@@ -192,6 +198,44 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     if problems:
         parser.error("; ".join(problems))
     return args
+
+
+# what --config never takes from a run record: where this run writes and what it continues
+CONFIG_SKIPPED = ("resume", "evaluate", "overwrite", "output_dir", "start_epoch", "config")
+
+
+def _config_defaults(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict:
+    """--config FILE: the settings of a run record (config.json) become the parser's defaults,
+    checked as the flags are (bounds, choices); returns them (they count as given, so a recipe
+    does not replace them)."""
+    import json
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    path = pre.parse_known_args(argv)[0].config
+    if not path:
+        return {}
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--config {path}: not a readable run record ({err})\n  fix: pass a run folder's "
+                        f"config.json") from None
+    settings = record.get("settings", record) if isinstance(record, dict) else None
+    if not isinstance(settings, dict):
+        raise UserError(f"--config {path}: no settings in it\n  fix: pass a run folder's config.json")
+    actions = {a.dest: a for a in parser._actions}
+    values = {k: v for k, v in settings.items() if k in actions and k not in CONFIG_SKIPPED}
+    wrong = [f"{k} {v!r}" for k, v in values.items() if actions[k].choices is not None and v is not None
+             and not all(item in actions[k].choices for item in (v if isinstance(v, list) else [v]))]
+    if wrong:
+        raise UserError(f"--config {path}: values no flag takes: {', '.join(wrong)}\n  fix: the file was edited "
+                        f"or comes from another version; correct or drop them")
+    try:
+        check_options(parser, values)
+    except UserError as err:
+        raise UserError(f"--config {path}: {err}\n  fix: the file was edited; correct those values") from None
+    parser.set_defaults(**values)
+    return values
 
 
 def apply_recipe(args: argparse.Namespace, values: dict) -> list[str]:

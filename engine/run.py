@@ -21,7 +21,7 @@ from .cli import apply_recipe
 from .distributed import World, init_distributed, log, resolve_device
 from .loggers import EpochRecord, Loggers, hyperparameters, open_loggers
 from .loops import EpochTiming, GracefulStop, Meters, evaluate, train_one_epoch
-from .run_dir import OutputFolder, plot_curves, write_scores
+from .run_dir import OutputFolder, plot_curves, write_run_record, write_scores
 from .state import Data, Training
 from .stream import Stream
 
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace, stream: Stream) -> dict | None:
         output_dir = Path(args.output_dir)
         if world.is_main:  # before any data is read: a bad folder must not cost an epoch
             folder = OutputFolder(output_dir, stream.score_file, bool(args.resume), args.overwrite)
+            write_run_record(output_dir, args, str(device), args.evaluate)
         data = build_data(args, stream, world, output_dir, device.type == "cuda")
         training = build_training(args, stream, world, device, data, ckpt)
         with training.ctx.stop:

@@ -65,6 +65,51 @@ def write_scores(args, output_dir: Path, stream: Stream, videos: list[IndexedVid
     return path
 
 
+RUN_RECORD = "config.json"  # a training run's record; --evaluate writes EVALUATE_RECORD beside it
+EVALUATE_RECORD = "evaluate_config.json"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _git_state() -> dict:
+    """The commit of this code and whether its tree had changes (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def write_run_record(output_dir: Path, args, device: str, evaluate: bool) -> Path:
+    """config.json: every resolved setting (after the recipe and the checkpoint), the command
+    line, the versions, the code's commit, host, device and start time; ``--config`` reads it."""
+    import datetime
+    import json
+    import platform
+    import socket
+    import sys
+
+    import numpy
+    import torch
+    import torchvision
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("explicit", "auto_resumed")}
+    record = {"command": [sys.executable, *sys.argv], "settings": settings,
+              "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                           "torchvision": torchvision.__version__, "numpy": numpy.__version__},
+              "git": _git_state(), "host": socket.gethostname(), "device": device,
+              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    path = output_dir / (EVALUATE_RECORD if evaluate else RUN_RECORD)
+    with atomic_write(path, "w") as f:
+        json.dump(record, f, indent=1, default=str)
+    return path
+
+
 def plot_curves(output_dir: Path, stream: str, selection: str) -> None:
     """Redraw loss and top-1 curves of train and selection set from the CSV logs."""
     import matplotlib

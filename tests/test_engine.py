@@ -502,3 +502,28 @@ def test_resume_in_the_readme_s_form_continues_that_run_with_its_settings(data, 
     # --evaluate alone: the run's best checkpoint, its score file in the run
     result = spatial_cnn.main(spatial_cnn.parse_args(["--evaluate", "--output-dir", str(run), "--workers", "0"]))
     assert result["top1"] == torch.load(run / "model_best.pth.tar", weights_only=True)["best_top1"]
+
+
+def test_every_run_folder_records_its_settings_and_config_starts_a_run_from_them(data, tmp_path):
+    import json
+    first = tmp_path / "first"
+    spatial_cnn.main(spatial_args(data, first, "--lr", "0.02", "--recipe", "tsn", "--epochs", "1",
+                                  "--test-crops", "1", "--test-frames", "3"))
+    record = json.loads((first / "config.json").read_text())
+    assert {"command", "settings", "versions", "git", "host", "device", "started"} <= set(record)
+    assert record["settings"]["lr"] == 0.02 and record["settings"]["segments"] == 3  # the recipe's, resolved
+    assert record["versions"]["torch"] == torch.__version__ and record["device"] == "cpu"
+    assert set(record["git"]) == {"commit", "dirty"}
+    second = tmp_path / "second"
+    args = spatial_cnn.parse_args(["--config", str(first / "config.json"), "--output-dir", str(second),
+                                   "--epochs", "1", "--lr", "0.03"])
+    assert (args.lr, args.recipe, args.segments, args.data_root, args.batch_size) == \
+        (0.03, "tsn", 3, str(data.data_root), 4)  # the record's, but the flag given
+    record["settings"]["lr"] = float("nan")
+    (tmp_path / "edited.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="--config .*edited.json: lr: nan is not finite"):
+        spatial_cnn.parse_args(["--config", str(tmp_path / "edited.json")])
+    record["settings"]["lr"], record["settings"]["arch"] = 0.01, "resnet9000"
+    (tmp_path / "edited.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="values no flag takes: arch 'resnet9000'"):
+        spatial_cnn.parse_args(["--config", str(tmp_path / "edited.json")])
