@@ -95,6 +95,7 @@ BOUNDS: dict[str, Bound] = {
     "splits": _int(1, 100),
     # frames and flow on disk
     "size": _int(0, 8192),
+    "frame_size": _int(8, 8192),  # what a checkpoint was trained on: (height, width) of its frames
     "every": _int(1, 100_000),
     "quality": _int(1, 100),
     "jpeg_quality": _int(0, 100),

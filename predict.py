@@ -86,7 +86,8 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
     """One video's record: fused and per-stream top-k with probabilities and raw scores, and
     with --window the timeline of windows."""
     started = time.perf_counter()
-    reader = VideoReader(path, frame_size(args.size))
+    size = resolve_frame_size(args, streams)
+    reader = VideoReader(path, size)
     times = reader.timestamps()  # the true frame count, whatever the container says
     if not times:
         raise UserError("no frames could be decoded")
@@ -102,7 +103,8 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
     whole = windows[-1]
     positions = {s.name: [args.window_frames or s.test_frames] * (len(windows) - 1) + [s.test_frames]
                  for s in streams}
-    record: dict = {"video": str(path), "frames": len(times), "duration": round(whole.stop - whole.start, 3)}
+    record: dict = {"video": str(path), "frames": len(times), "duration": round(whole.stop - whole.start, 3),
+                    "frame_size": list(size) if size else None}
     if reader.listed_frames > len(times) + 1:
         record["decode_stopped_at"] = round(times[-1], 3)
         print(f"{path}: warning: decoding stopped at {times[-1]:.2f} s (frame {len(times)} of the "
@@ -134,8 +136,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=bound("topk"), default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_path(p, "--json", role=OUTPUT, help="write one record per video (a JSON list) here")
-    p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"),
-                   help="frame size of training (tools/extract_frames.py --size); 0 0 keeps the video's")
+    p.add_argument("--size", type=bound("size"), nargs=2, default=None, metavar=("H", "W"),
+                   help="frame size the videos are resized to, as tools/extract_frames.py --size did for training "
+                        "(default: the size the checkpoints were trained on, else 256 340); 0 0 keeps the video's")
     p.add_argument("--flow-method", choices=[*CPU_METHODS, "tvl1-torch"], default=None,
                    help="as tools/compute_flow.py (default: tvl1-torch on CUDA, else OpenCV's tvl1)")
     p.add_argument("--workers", type=bound("processes"), default=default_workers(),
@@ -170,7 +173,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("give --spatial CKPT, --motion CKPT or both")
     if not 0 <= args.jpeg_quality <= 100 or args.topk < 1 or args.bound <= 0:
         raise UserError("--jpeg-quality must be 0..100, --topk at least 1 and --bound positive")
-    frame_size(args.size)
+    if args.size is not None:
+        frame_size(args.size)
     if args.stride is not None and args.window is None:
         raise UserError("--stride needs --window (the window length in seconds)")
     if args.window is not None:
@@ -270,7 +274,28 @@ def load_streams(args: argparse.Namespace, device: torch.device) -> tuple[list[S
     weights = (args.weights or default_fusion_weights({s.name: s.recipe for s in streams})
                or [1.0] * len(streams))
     check_fusion_weights(weights, [s.name for s in streams])
+    if args.size is None and resolve_frame_size(args, streams) == DEFAULT_FRAME_SIZE \
+            and not any(s.frame_size for s in streams):
+        print(f"note: the checkpoints do not record their frame size; frames are resized to "
+              f"{DEFAULT_FRAME_SIZE[0]}x{DEFAULT_FRAME_SIZE[1]}, extract_frames.py's default (--size to choose)",
+              file=sys.stderr)
     return streams, weights
+
+
+DEFAULT_FRAME_SIZE = (256, 340)  # tools/extract_frames.py's --size
+
+
+def resolve_frame_size(args: argparse.Namespace, streams: list[StreamModel]) -> tuple[int, int] | None:
+    """--size, or the frame size the checkpoints were trained on (they must agree), or
+    extract_frames' default for checkpoints that do not record theirs."""
+    if args.size is not None:
+        return frame_size(args.size)
+    known = {s.name: s.frame_size for s in streams if s.frame_size}
+    if len(set(known.values())) > 1:
+        sizes = ", ".join(f"{name} {h}x{w}" for name, (h, w) in known.items())
+        raise UserError(f"the checkpoints were trained on frames of different sizes ({sizes})\n  fix: pass --size H W "
+                        f"for both, or use checkpoints trained on one extraction")
+    return next(iter(known.values())) if known else DEFAULT_FRAME_SIZE
 
 
 class Predictor:
@@ -366,8 +391,7 @@ def run_videos(videos: list[Path], streams: list[StreamModel], weights: list[flo
             if args.plot:
                 plot_timeline(output_path(args.plot, path, several, "_timeline.png"), record)
             if args.annotate:
-                annotate_video(path, output_path(args.annotate, path, several, "_annotated.mp4"), record,
-                               frame_size(args.size))
+                annotate_video(path, output_path(args.annotate, path, several, "_annotated.mp4"), record, None)
         except (UserError, OSError) as err:
             failed.append(path)
             record["error"] = f"--plot/--annotate: {err}"

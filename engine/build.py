@@ -49,7 +49,22 @@ def build_data(args: argparse.Namespace, stream: Stream, world: World, output_di
     def test_loader(videos):
         return build_loader(stream.dataset(videos, False, args, test_mode), test_batch, train=False,
                             workers=args.workers, pin_memory=cuda, rank=world.rank, world_size=world.size)
-    return Data(split, test_videos, train_videos, val_videos, test_loader, test_mode)
+    return Data(split, test_videos, train_videos, val_videos, test_loader, test_mode,
+                stored_frame_size(train_videos or test_videos))
+
+
+def stored_frame_size(videos) -> list[int] | None:
+    """[height, width] of the first video's first frame as stored: what predict.py must resize
+    videos to, to see what this model was trained on."""
+    from PIL import Image
+
+    if not videos:
+        return None
+    try:
+        with Image.open(videos[0].sources[0].path(1)) as image:
+            return [image.height, image.width]
+    except OSError:
+        return None
 
 
 def build_training(args: argparse.Namespace, stream: Stream, world: World, device: torch.device, data: Data,

@@ -70,7 +70,10 @@ def check_stored_settings(saved: dict, path: str | Path) -> None:
 def check_record_shapes(ckpt: dict, path: str | Path) -> None:
     """A checkpoint's record (input channels, classes) within its bounds and equal to its
     weights' shapes, checked before any model is built from it."""
-    check_values({name: ckpt.get(name) for name in ("in_channels", "num_classes")}, str(path))
+    check_values({name: ckpt.get(name) for name in ("in_channels", "num_classes", "frame_size")}, str(path))
+    if ckpt.get("frame_size") is not None and len(ckpt["frame_size"]) != 2:
+        raise UserError(f"{path}: its frame_size {ckpt['frame_size']} is not a height and a width\n  fix: the "
+                        f"checkpoint was edited or damaged; use the file its training wrote")
     state = ckpt.get("model")
     if not isinstance(state, dict):
         return
@@ -152,7 +155,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 # what a published checkpoint keeps besides the model: enough to evaluate it and to predict with it
 PUBLISHED_KEYS = ("format", "stream", "arch", "num_classes", "in_channels", "class_names", "pretrained_weights",
-                  "epoch", "best_top1", "model")
+                  "frame_size", "epoch", "best_top1", "model")
 
 
 def publishable(ckpt: dict, path: str | Path) -> dict:
@@ -240,7 +243,7 @@ def checkpoint_state(args: argparse.Namespace, stream: Stream, data: Data, t: Tr
     saved_args = {k: v for k, v in vars(args).items() if k not in ("explicit", "auto_resumed")}
     return {"format": CHECKPOINT_FORMAT, "stream": stream.name, "arch": args.arch,
             "num_classes": data.split.num_classes, "in_channels": stream.in_channels(args),
-            "class_names": list(data.split.classes), "args": saved_args,
+            "class_names": list(data.split.classes), "args": saved_args, "frame_size": data.frame_size,
             "pretrained_weights": pretrained_name(args.pretrained),
             "epoch": epoch, "samples_done": samples_done, "meters": vars(meters),
             "model": t.model_without_ddp.state_dict(), "optimizer": t.optimizer.state_dict(),

@@ -24,6 +24,7 @@ class Data:
     test_loader: Callable[[list[IndexedVideo]], object]
     test_mode: str  # 'full' when the device resizes whole test batches, 'crops' when it cuts test crops,
     #                  else the --test-view
+    frame_size: list[int] | None = None  # [height, width] of the frames (or flow images) on disk
 
     def labels(self, videos: list[IndexedVideo]) -> torch.Tensor:
         return torch.tensor([v.record.label for v in videos])

@@ -225,4 +225,6 @@ def load_exported_stream(path: str | Path, stream: str, backend: str, device: to
         raise UserError(f"{path}: its record (input {tuple(probe.shape[1:])}, {record['num_classes']} classes) does "
                         f"not fit the model inside it, which gives {shape} for that input\n  fix: the file was "
                         f"edited or damaged; export the checkpoint again with python tools/export.py")
-    return stream_model(stream, args, classes, runner, torch.nn.Identity())
+    loaded = stream_model(stream, args, classes, runner, torch.nn.Identity())
+    loaded.frame_size = tuple(record["frame_size"]) if record.get("frame_size") else None
+    return loaded

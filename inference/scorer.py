@@ -42,6 +42,7 @@ class StreamModel:
     recipe: str
     test_positions: str = "starts"  # where the positions lie in their segments: starts or centres
     scale_side: int | None = None  # multi-crop testing: the frames' short side is first scaled to this
+    frame_size: tuple[int, int] | None = None  # (height, width) of the frames it was trained on, when known
 
     @property
     def view(self) -> str:
@@ -56,7 +57,9 @@ def load_stream(path: str, stream: str, device: torch.device, class_ind: str | N
     model = build_model(ckpt["arch"], ckpt["num_classes"], ckpt["in_channels"], "none")
     model.load_state_dict(ckpt["model"])
     model.eval().to(device)
-    return stream_model(stream, args, classes, model, stream_normalizer(stream, ckpt["in_channels"], args).to(device))
+    loaded = stream_model(stream, args, classes, model, stream_normalizer(stream, ckpt["in_channels"], args).to(device))
+    loaded.frame_size = tuple(ckpt["frame_size"]) if ckpt.get("frame_size") else None
+    return loaded
 
 
 def check_stream_record(record: dict, path: str, stream: str, class_ind: str | None = None,

@@ -366,10 +366,15 @@ def test_overlapping_windows_compute_each_flow_pair_once(trained, tmp_path, monk
     assert len(calls) == record["flow_pairs"] == len(motion.last_use) < reads / 3
 
 
-def test_bad_timeline_input(trained, tmp_path):
+def test_bad_timeline_input(trained, tmp_path, capsys):
     root, _ = trained
     video = write_long_video(tmp_path / "short.avi", [((230, 80, 60), -1)], 40)
-    for bad in (["--window", "2", "--stride", "0"], ["--window", "-1"], ["--stride", "1"], ["--csv", "x.csv"]):
+    for bad in (["--window", "2", "--stride", "0"], ["--window", "-1"]):  # outside the flags' bounds
+        with pytest.raises(SystemExit):
+            predict_args(root, video, *bad)
+        error = capsys.readouterr().err
+        assert "argument --window" in error or "argument --stride" in error
+    for bad in (["--stride", "1"], ["--csv", "x.csv"]):  # a timeline flag without --window
         with pytest.raises(UserError, match="--window|--stride"):
             predict_args(root, video, *bad)
     args = predict_args(root, video, "--window", "60", "--stride", "10", "--json", str(tmp_path / "w.json"))
@@ -493,3 +498,21 @@ def test_exported_streams_predict_as_the_checkpoints_do(trained, tmp_path, fmt, 
             scores, reference = np.array(have["streams"][stream]["scores"]), np.array(want["streams"][stream]["scores"])
             assert np.abs(scores - reference).max() <= 1e-4 * np.abs(reference).max()
         assert [e["class"] for e in have["topk"]] == [e["class"] for e in want["topk"]]
+
+
+def test_predict_scores_at_the_frame_size_the_checkpoints_were_trained_on(trained, tmp_path):
+    """The checkpoints record the size of the frames they were trained on (48x64 here): without
+    --size, predict.py resizes to it, as with --size given; annotations keep the video's size."""
+    root, _ = trained
+    video = write_long_video(tmp_path / "v.avi", [((230, 80, 60), -1)], 20)
+    assert torch.load(root / "spatial" / "checkpoint.pth.tar", weights_only=True)["frame_size"] == [48, 64]
+    common = [str(video), "--spatial", str(root / "spatial" / "checkpoint.pth.tar"), "--motion",
+              str(root / "motion" / "checkpoint.pth.tar"), "--flow-method", "farneback", "--device", "cpu",
+              "--workers", "1"]
+    records = {}
+    for name, extra in (("default", []), ("given", ["--size", *SIZE])):
+        args = predict.get_args_parser().parse_args([*common, *extra, "--json", str(tmp_path / f"{name}.json")])
+        assert predict.main(args) == 0
+        (records[name],) = json.loads((tmp_path / f"{name}.json").read_text())
+    assert records["default"]["frame_size"] == [48, 64]
+    assert records["default"]["streams"] == records["given"]["streams"]
