@@ -18,12 +18,12 @@ import numpy as np
 from dataloader.splits import add_split_arguments, split_from_args
 from scorefiles import ScoreFileError, check_fusion_weights, confusion_figure, default_fusion_weights, load_score_info, load_scores
 from guards import INPUT, OUTPUT, add_path, bound, check_io
-from utils import UserError, atomic_write, run_cli
+from utils import HelpFormatter, UserError, atomic_write, run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, add_help=add_help,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_path(p, "--spatial", role=INPUT, default="record/spatial/spatial_video_preds.pickle", help="spatial score file")
     add_path(p, "--motion", role=INPUT, default="record/motion/motion_video_preds.pickle", help="motion score file")
     p.add_argument("--stream", action="append", default=[], metavar="NAME=PATH",

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from guards import OUTPUT, add_path, bound
+from utils import HelpFormatter
 
 ROOT = Path(__file__).resolve().parent
 
@@ -36,11 +37,11 @@ def run(step: str, command: list[str], env: dict) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_path(p, "--output-dir", role=OUTPUT, folder=True, type=Path, default=Path("demo_out"),
              help="the synthetic data and every stage's output")
-    p.add_argument("--epochs", type=bound("epochs"), default=30)
-    p.add_argument("--workers", type=bound("processes"), default=2)
+    p.add_argument("--epochs", type=bound("epochs"), default=30, help="epochs of each stream")
+    p.add_argument("--workers", type=bound("processes"), default=2, help="processes of each stage")
     p.add_argument("--progress", action="store_true", help="show the progress bars of every step")
     p.add_argument("--recipe", default="reference", choices=["reference", "tsn"], help="the streams' --recipe")
     p.add_argument("--device", default="cpu", help="where the streams train and test (the table above is the CPU's)")

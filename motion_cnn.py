@@ -38,6 +38,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--flow-mean", type=bound("flow_mean"), default=FLOW_MEAN,
                         help="subtracted from flow in [0,1]; the reference's checkpoints want 0")
     parser.set_defaults(batch_size=64, lr=1e-2, epochs=150, segments=1, crop_scales=list(MOTION_SCALES))
+    engine.describe_recipes(parser, RECIPES)
     return parser
 
 

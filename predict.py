@@ -41,7 +41,7 @@ from inference.windows import count_windows, plan_windows, segments
 from models.zoo import resolve_weights
 from scorefiles import check_fusion_weights, default_fusion_weights
 from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, check_options, frame_size
-from utils import UserError, atomic_write, check_writable_dir, check_writable_file, default_workers, run_cli
+from utils import HelpFormatter, UserError, atomic_write, check_writable_dir, check_writable_file, default_workers, run_cli
 
 
 MAX_WINDOW_INPUTS = 2_000_000  # windows x positions planned for one video (about 100 MB of plans)
@@ -127,14 +127,15 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_path(p, "videos", role=INPUT, reads=VIDEO_FILES, nargs="+", help="video files or folders of videos")
     add_path(p, "--spatial", role=INPUT, help="checkpoint of spatial_cnn.py (model_best.pth.tar)")
     add_path(p, "--motion", role=INPUT, help="checkpoint of motion_cnn.py")
     p.add_argument("--weights", type=bound("fusion_weight"), nargs="+", default=None,
                    help="spatial and motion weights (default 1 1, or TSN's 1 1.5 for two --recipe tsn checkpoints)")
-    p.add_argument("--topk", type=bound("topk"), default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--topk", type=bound("topk"), default=5, help="classes shown and recorded per video and window")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cuda, cuda:N or cpu (default: cuda when there is one)")
     add_path(p, "--json", role=OUTPUT, help="write one record per video (a JSON list) here")
     p.add_argument("--size", type=bound("size"), nargs=2, default=None, metavar=("H", "W"),
                    help="frame size the videos are resized to, as tools/extract_frames.py --size did for training "

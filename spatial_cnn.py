@@ -31,6 +31,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="the motion stream's stack length: positions avoid the last L-1 frames, as the motion "
                              "stream's do, so that both see the same moments (the tsn recipe: 1, every frame)")
     parser.set_defaults(batch_size=25, lr=5e-4, epochs=50, segments=3, crop_scales=list(TSN_SCALES))
+    engine.describe_recipes(parser, RECIPES)
     return parser
 
 

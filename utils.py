@@ -3,6 +3,7 @@ wrapper, optional imports, atomic file writes, folder checks and locks, CSV logs
 are scorefiles.py's."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import io
@@ -18,6 +19,19 @@ def default_workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, min(16, cores // local - 1))
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every command's --help: the description as written, each option's default after its help,
+    once (not where the help already speaks of its default, nor for a default of None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})".strip()
 
 
 class UserError(Exception):

@@ -21,13 +21,14 @@ from inference.export import EXPORT_SUFFIXES, export_stream, exportable, load_ru
 from models import ARCHS  # noqa: E402
 from benchmarks.bench_predict import make_checkpoint  # noqa: E402
 from guards import bound  # noqa: E402
+from utils import HelpFormatter  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stream", choices=("spatial", "motion"), default="spatial")
-    p.add_argument("--arch", choices=ARCHS, default="resnet101")
-    p.add_argument("--input-size", type=bound("input_size"), default=224)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--stream", choices=("spatial", "motion"), default="spatial", help="which stream's input")
+    p.add_argument("--arch", choices=ARCHS, default="resnet101", help="the ResNet to export")
+    p.add_argument("--input-size", type=bound("input_size"), default=224, help="network input size")
     p.add_argument("--batch", type=bound("batch_size"), default=19, help="inputs a forward pass (19: one video's test positions)")
     p.add_argument("--repeat", type=bound("count"), default=3, help="timed passes after one warm-up pass")
     return p

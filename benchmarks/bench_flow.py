@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from flow import TVL1  # noqa: E402
 from flow.synthetic import warped_pair  # noqa: E402
 from guards import bound  # noqa: E402
+from utils import HelpFormatter  # noqa: E402
 
 UCF101_PAIRS = 2_467_000
 
@@ -87,12 +88,13 @@ def torch_rate(pairs, batch: int, device: torch.device, compile: bool, repeats: 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--pairs", type=bound("count"), default=8, help="distinct pairs (OpenCV times all of them)")
     p.add_argument("--batch", type=bound("flow_batch"), default=8, help="pairs per launch on the CPU")
     p.add_argument("--gpu-batch", type=bound("flow_batch"), default=64, help="pairs per launch on CUDA")
     p.add_argument("--repeats", type=bound("count"), default=3, help="timed launches on CUDA (1 on the CPU)")
-    p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"))
+    p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"),
+                   help="frame size of the pairs")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (CPU) / use plain ops (CUDA)")
     return p
 

@@ -28,6 +28,7 @@ from dataloader import (LAYOUTS, MotionDataset, SpatialDataset, build_loader, in
 from dataloader.sampling import random_start  # noqa: E402
 from benchmarks.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
 from guards import OUTPUT, add_path, bound  # noqa: E402
+from utils import HelpFormatter  # noqa: E402
 
 
 class ReferenceSpatial(Dataset):
@@ -79,12 +80,12 @@ class ReferenceMotion(Dataset):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=bound("workers"), nargs="+", default=[1, 2])
-    p.add_argument("--batch-size", type=bound("batch_size"), default=8)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--workers", type=bound("workers"), nargs="+", default=[1, 2], help="loader workers to measure")
+    p.add_argument("--batch-size", type=bound("batch_size"), default=8, help="videos a batch")
     p.add_argument("--batches", type=bound("count"), default=30, help="timed batches (after 3 warm-up batches)")
     p.add_argument("--videos", type=bound("count"), default=32, help="videos of the generated data set")
-    p.add_argument("--input-size", type=bound("input_size"), default=224)
+    p.add_argument("--input-size", type=bound("input_size"), default=224, help="network input size")
     add_path(p, "--data", role=OUTPUT, folder=True, help="folder for the generated data (default: a temporary folder)")
     return p
 

@@ -25,6 +25,7 @@ from engine import CHECKPOINT_FORMAT  # noqa: E402
 from models import build_model  # noqa: E402
 from tools.make_demo_data import demo_classes, render_video, write_video  # noqa: E402
 from guards import OUTPUT, add_path, bound  # noqa: E402
+from utils import HelpFormatter  # noqa: E402
 
 MODES = [("whole", "spatial"), ("whole", "both"), ("timeline", "spatial"), ("timeline", "both")]
 
@@ -79,15 +80,15 @@ def run_one(args: argparse.Namespace, mode: str, streams: str) -> dict:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--arch", default=None, help="default: resnet101 on CUDA, resnet18 on the CPU")
     p.add_argument("--input-size", type=bound("input_size"), default=None, help="default: 224 on CUDA, 112 on the CPU")
     p.add_argument("--size", type=bound("size"), nargs=2, default=None, metavar=("H", "W"),
                    help="frame size (default: 256 340 on CUDA, 128 170 on the CPU)")
     p.add_argument("--seconds", type=bound("seconds"), default=None, help="video length (default: 60 CUDA, 20 CPU)")
-    p.add_argument("--window", type=bound("seconds"), default=2.0)
-    p.add_argument("--stride", type=bound("seconds"), default=1.0)
+    p.add_argument("--window", type=bound("seconds"), default=2.0, help="timeline window, seconds")
+    p.add_argument("--stride", type=bound("seconds"), default=1.0, help="timeline stride, seconds")
     p.add_argument("--flow-method", default=None, help="default: tvl1-torch on CUDA, tvl1 on the CPU")
     p.add_argument("--workers", type=bound("processes"), default=None, help="OpenCV flow processes (predict.py's default)")
     add_path(p, "--data", role=OUTPUT, folder=True, type=Path, help="folder for the video and checkpoints (default: temporary)")

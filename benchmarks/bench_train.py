@@ -43,6 +43,7 @@ from models import build_model  # noqa: E402
 from benchmarks.bench_loader import ReferenceMotion, ReferenceSpatial, endless  # noqa: E402
 from benchmarks.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
 from guards import OUTPUT, add_path, bound  # noqa: E402
+from utils import HelpFormatter  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -130,8 +131,8 @@ def _take(iterator, n):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--arch", default=None, help="default: resnet101 on CUDA, resnet18 on the CPU")
     p.add_argument("--input-size", type=bound("input_size"), default=None, help="default: 224 on CUDA, 112 on the CPU")
     p.add_argument("--spatial-batch", type=bound("batch_size"), default=None, help="videos (x3 frames); default 25 CUDA, 4 CPU")
@@ -141,13 +142,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-workers", type=bound("workers"), default=8, help="reference pipeline workers (8, as the reference)")
     p.add_argument("--steps", type=bound("count"), default=None, help="timed steps (default 30 CUDA, 6 CPU)")
     p.add_argument("--videos", type=bound("count"), default=None, help="videos generated (default 256 CUDA, 24 CPU)")
-    p.add_argument("--test-frames", type=bound("test_frames"), default=19)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--test-frames", type=bound("test_frames"), default=19, help="positions per test video")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the models")
     p.add_argument("--device-resize", action=argparse.BooleanOptionalAction, default=None,
                    help="evaluation resizes whole batches on the device (default: on for CUDA, as the scripts)")
-    p.add_argument("--streams", nargs="+", default=["spatial", "motion"])
+    p.add_argument("--streams", nargs="+", default=["spatial", "motion"], help="which streams to measure")
     add_path(p, "--data", role=OUTPUT, folder=True, help="folder for the generated JPEGs (default: a temporary folder)")
     return p
 

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from guards import OUTPUT, add_path  # noqa: E402
+from utils import HelpFormatter  # noqa: E402
 
 
 @dataclass
@@ -303,7 +304,7 @@ def run_report(ctx: Context, steps: list[Step]) -> list[Row]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_path(p, "--output-dir", role=OUTPUT, folder=True, type=Path, default=Path("gpu_report"),
              help="where gpu_report.md and the steps' logs go")
     p.add_argument("--cpu-smoke", action="store_true", help="the same steps on the CPU at tiny sizes (what CI runs)")

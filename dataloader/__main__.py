@@ -7,19 +7,21 @@ import statistics
 from pathlib import Path
 
 from guards import FRAME_FILES, INPUT, OUTPUT, add_path, check_io
-from utils import UserError, atomic_write, run_cli
+from utils import HelpFormatter, UserError, atomic_write, run_cli
 
 from .index import LAYOUTS, build_index, resolve_layout, stream_sources
 from .splits import add_split_arguments, split_from_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dataloader", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m dataloader", description=__doc__, formatter_class=HelpFormatter)
     add_path(p, "--data-root", role=INPUT, folder=True, reads=FRAME_FILES, help="folder of RGB frames")
     add_path(p, "--flow-root", role=INPUT, folder=True, reads=FRAME_FILES, help="folder of optical flow frames")
     add_split_arguments(p)
-    p.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS))
-    p.add_argument("--rgb-template"), p.add_argument("--flow-x-template"), p.add_argument("--flow-y-template")
+    p.add_argument("--layout", default="ucf101", choices=sorted(LAYOUTS), help="frame layout preset")
+    p.add_argument("--rgb-template", help="free RGB frame template, e.g. '{video}/img_{idx:05d}.jpg'")
+    p.add_argument("--flow-x-template", help="free flow x template")
+    p.add_argument("--flow-y-template", help="free flow y template")
     add_path(p, "--index-cache", role=OUTPUT, folder=True, help="folder for the frame index cache (default: none)")
     add_path(p, "--json", role=OUTPUT, help="also write the summary to this JSON file")
     return p

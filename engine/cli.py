@@ -12,7 +12,7 @@ from dataloader.splits import add_split_arguments
 from guards import MAX_TEST_FRAMES  # noqa: F401 (engine's name for it)
 from guards import INPUT, OUTPUT, add_path, bound, check_io, check_options
 from models import ARCHS, LR_GROUPS
-from utils import UserError
+from utils import HelpFormatter, UserError
 
 RECIPE_NAMES = ("reference", "tsn")  # --recipe; each stream script says what a recipe sets
 LOGGERS = ("csv", "tensorboard", "wandb")  # --logger; engine/loggers.py has the backends
@@ -38,7 +38,7 @@ def parse_loggers(text: str) -> list[str]:
 def get_args_parser(stream: str, description: str, add_help: bool = True) -> argparse.ArgumentParser:
     """Arguments common to both streams; each script adds its own and sets its defaults."""
     p = argparse.ArgumentParser(description=description, add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--recipe", default="reference", choices=RECIPE_NAMES,
                    help="reference: the two-stream reference's protocol; tsn: TSN's training and test choices "
                         "(see docs/training.md's table); flags given explicitly win over the recipe")
@@ -95,7 +95,7 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
 
 def _add_model_arguments(model: argparse._ArgumentGroup) -> None:
     """Architecture, initial weights, dropout, partial BN."""
-    model.add_argument("--arch", default="resnet101", choices=ARCHS)
+    model.add_argument("--arch", default="resnet101", choices=ARCHS, help="the ResNet of the stream")
     add_path(model, "--pretrained", role=INPUT, default="imagenet",
                        help="imagenet (= imagenet-v1, torchvision's IMAGENET1K_V1, the reference's) | imagenet-v2 | "
                             "none | mmaction2-tsn-r50-k400-rgb | mmaction2-tsn-r50-k400-flow (Kinetics-400, "
@@ -112,13 +112,13 @@ def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None
     """Output folder, epochs, optimisation, schedule, resuming, logging."""
     add_path(train, "--output-dir", role=OUTPUT, folder=True, default=f"record/{stream}",
              help="checkpoints, logs, score file")
-    train.add_argument("--epochs", type=bound("epochs"), default=50)
+    train.add_argument("--epochs", type=bound("epochs"), default=50, help="epochs to train")
     train.add_argument("--batch-size", type=bound("batch_size"), default=32, help="videos per step and process")
     train.add_argument("--test-batch-size", type=bound("test_batch_size"), default=None,
                        help="model inputs per evaluation batch (frames x test crops); default max(64, 4 x batch size)")
-    train.add_argument("--lr", type=bound("lr"), default=1e-3)
-    train.add_argument("--momentum", type=bound("momentum"), default=0.9)
-    train.add_argument("--weight-decay", type=bound("weight_decay"), default=0.0)
+    train.add_argument("--lr", type=bound("lr"), default=1e-3, help="learning rate (SGD)")
+    train.add_argument("--momentum", type=bound("momentum"), default=0.9, help="SGD momentum")
+    train.add_argument("--weight-decay", type=bound("weight_decay"), default=0.0, help="L2 weight decay")
     train.add_argument("--lr-scheduler", default="plateau", choices=["plateau", "cosine", "step", "multistep"],
                        help="plateau: ReduceLROnPlateau on validation loss (reference)")
     train.add_argument("--lr-patience", type=bound("lr_patience"), default=1, help="plateau: epochs without improvement")
@@ -131,7 +131,8 @@ def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None
                             "biases lr x2, no decay; BatchNorm no decay; frozen BatchNorms left out)")
     train.add_argument("--clip-grad-norm", type=bound("clip_grad_norm"), default=None,
                        help="clip the gradients' total norm to this (TSN: 20); default no clipping")
-    train.add_argument("--seed", type=bound("seed"), default=0)
+    train.add_argument("--seed", type=bound("seed"), default=0,
+                       help="seed of initialisation, sampling and augmentation")
     add_path(train, "--resume", role=INPUT, default="", nargs="?", const="auto", metavar="PATH",
              help="checkpoint to continue from, in its run's folder with its settings (flags given win), or to "
                   "evaluate; alone (or 'auto'): the run in --output-dir if it has a checkpoint, else a fresh one")
@@ -154,7 +155,8 @@ def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None
 
 def _add_speed_arguments(speed: argparse._ArgumentGroup) -> None:
     """Device, mixed precision, memory format, compilation."""
-    speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="cuda, cuda:N or cpu (default: cuda when there is one)")
     speed.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="mixed precision (bf16 where supported, else fp16); default: on for CUDA")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -179,9 +181,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     """Parse and validate; ``args.explicit`` holds the flags given on the command line (they
     win over the --recipe and over a checkpoint's stored settings). Invalid numbers are one
     usage error (exit 2)."""
-    configured = _config_defaults(parser, argv)
     args = parser.parse_args(argv)
     check_io(parser, args)
+    configured = _config_defaults(parser, args.config)
+    if configured:  # the record's settings are the defaults the flags given override
+        args = parser.parse_args(argv)
     probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
     probe, _ = parser.parse_known_args(argv, namespace=probe)
     args.explicit = sorted({k for k, v in vars(probe).items() if v is not _UNSET} | set(configured))
@@ -204,15 +208,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
 CONFIG_SKIPPED = ("resume", "evaluate", "overwrite", "output_dir", "start_epoch", "config")
 
 
-def _config_defaults(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict:
+def _config_defaults(parser: argparse.ArgumentParser, path: str | None) -> dict:
     """--config FILE: the settings of a run record (config.json) become the parser's defaults,
     checked as the flags are (bounds, choices); returns them (they count as given, so a recipe
     does not replace them)."""
     import json
 
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    path = pre.parse_known_args(argv)[0].config
     if not path:
         return {}
     try:
@@ -236,6 +237,16 @@ def _config_defaults(parser: argparse.ArgumentParser, argv: list[str] | None) ->
         raise UserError(f"--config {path}: {err}\n  fix: the file was edited; correct those values") from None
     parser.set_defaults(**values)
     return values
+
+
+def describe_recipes(parser: argparse.ArgumentParser, recipes: dict[str, dict]) -> None:
+    """--help lists what each recipe sets, under --recipe."""
+    def shown(value: object) -> str:
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    action = next(a for a in parser._actions if a.dest == "recipe")
+    sets = "; ".join(f"{name} sets " + ", ".join(f"--{k.replace('_', '-')} {shown(v)}" for k, v in values.items())
+                     for name, values in recipes.items() if values)
+    action.help = f"{action.help}. {sets}" if sets else action.help
 
 
 def apply_recipe(args: argparse.Namespace, values: dict) -> list[str]:

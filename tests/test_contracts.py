@@ -447,3 +447,26 @@ def test_a_frame_size_with_one_zero_or_tiny_sides_is_one_message(script, argv):
     args = COMMANDS[script].parser().parse_args(argv)
     with pytest.raises(UserError, match="--size .*: both sides must be at least 8 pixels"):
         frame_size(args.size, keep=script != "tools/make_demo_data.py")
+
+
+@pytest.mark.parametrize("script", sorted(COMMANDS))
+def test_help_explains_every_option_and_shows_each_default_once(script):
+    from utils import HelpFormatter
+    parser = COMMANDS[script].parser()
+    assert parser.formatter_class is HelpFormatter, script
+    formatter = parser._get_formatter()
+    for action in _options(COMMANDS[script]):
+        name = action.option_strings[-1] if action.option_strings else action.dest
+        assert action.help, f"{script} {name} has no help text"
+        text = formatter._get_help_string(action)
+        assert text.count("default") <= 1, f"{script} {name}: {text}"
+    parser.format_help()  # every help string formats
+
+
+def test_the_streams_help_lists_what_each_recipe_sets():
+    import motion_cnn
+    import spatial_cnn
+    for script in (spatial_cnn, motion_cnn):
+        text = " ".join(script.get_args_parser().format_help().split())
+        assert "tsn sets --train-crop multiscale" in text and "--lr-groups tsn" in text
+    assert "--epochs EPOCHS epochs to train (default: 50)" in " ".join(spatial_cnn.get_args_parser().format_help().split())

@@ -41,7 +41,7 @@ from tools.extract_frames import FRAME_NAME  # noqa: E402
 from tools.jobs import (finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
                         run_jobs, shard, shard_note, start_partial)
 from guards import FRAME_FILES, INPUT, OUTPUT, add_path, bound, check_io  # noqa: E402
-from utils import UserError, default_workers, run_cli  # noqa: E402
+from utils import HelpFormatter, UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
 
@@ -184,9 +184,10 @@ def find_frame_folders(frames_dir: Path) -> dict[Path, int]:
     return {p: n for p, n in counts.items() if n}
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_path(p, "frames_dir", role=INPUT, folder=True, reads=FRAME_FILES, type=Path)
-    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_path(p, "frames_dir", role=INPUT, folder=True, reads=FRAME_FILES, type=Path,
+             help="frame folders of tools/extract_frames.py")
+    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="receives u/ and v/ (x and y flow)")
     cuda = _cuda_available()
     p.add_argument("--method", default="tvl1-torch" if cuda else "tvl1", choices=METHODS,
                    help="default: tvl1-torch when CUDA is present, else tvl1")

@@ -22,11 +22,11 @@ import torch  # noqa: E402
 from models import ARCHS, build_model  # noqa: E402
 from models.resnet import load_weights_file  # noqa: E402
 from guards import INPUT, OUTPUT, add_path, bound, check_io  # noqa: E402
-from utils import UserError, atomic_write, check_writable_file, run_cli  # noqa: E402
+from utils import HelpFormatter, UserError, atomic_write, check_writable_file, run_cli  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_path(p, "src", role=INPUT, metavar="SRC", help="the checkpoint to convert")
     add_path(p, "out", role=OUTPUT, metavar="OUT", help="where the torchvision-keyed state dict goes (.pth)")
     p.add_argument("--arch", default="resnet50", choices=ARCHS, help="the ResNet it must fit")

@@ -31,7 +31,7 @@ from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, r
 from tools.jobs import (file_stamp, finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
                         run_jobs, shard, shard_note, start_partial)
 from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, frame_size, plain_name  # noqa: E402
-from utils import UserError, default_workers, run_cli  # noqa: E402
+from utils import HelpFormatter, UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_NAME = LAYOUTS["ucf101"].rgb.split("/", 1)[1]  # frame{idx:06d}.jpg
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
@@ -101,14 +101,16 @@ def _decode(job: FrameJob, final: Path) -> str | None:
     return None
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_path(p, "video_dir", role=INPUT, folder=True, reads=VIDEO_FILES, type=Path)
-    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_path(p, "video_dir", role=INPUT, folder=True, reads=VIDEO_FILES, type=Path,
+             help="folder of videos (searched recursively) or the root of --list")
+    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="receives one frame folder per video")
     p.add_argument("--every", type=bound("every"), default=1, help="keep every N-th frame")
     p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"),
                    help="output frame size; 0 0 keeps the video's size")
     p.add_argument("--quality", type=bound("quality"), default=90, help="JPEG quality")
-    p.add_argument("--workers", type=bound("processes"), default=default_workers() + 1)
+    p.add_argument("--workers", type=bound("processes"), default=default_workers() + 1,
+                   help="processes, one video each")
     add_path(p, "--list", role=INPUT, help="file listing the videos to extract, relative to VIDEO_DIR: a UCF101 list, an "
                                   "HMDB51 <class>_test_splitN.txt (its videos in VIDEO_DIR/<class>/) or an mmaction2 "
                                   "video list")

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from guards import OUTPUT, add_path, bound, frame_size  # noqa: E402
-from utils import UserError, run_cli  # noqa: E402
+from utils import HelpFormatter, UserError, run_cli  # noqa: E402
 
 # RGB, nearly equal luma (0.299 R + 0.587 G + 0.114 B ~ 120): in the grey images that flow is
 # computed from, the three squares look the same, so the flow cannot carry their colour.
@@ -94,11 +94,12 @@ def make_demo_data(out_dir: Path, seed: int = 0, frames: int = 30, size: tuple[i
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="where videos/ and splits/ go")
-    p.add_argument("--seed", type=bound("seed"), default=0)
-    p.add_argument("--frames", type=bound("video_frames"), default=30)
-    p.add_argument("--size", type=bound("size"), nargs=2, default=[48, 64], metavar=("H", "W"))
+    p.add_argument("--seed", type=bound("seed"), default=0, help="seed of the generated videos")
+    p.add_argument("--frames", type=bound("video_frames"), default=30, help="frames of each video")
+    p.add_argument("--size", type=bound("size"), nargs=2, default=[48, 64], metavar=("H", "W"),
+                   help="frame size of the videos")
     p.add_argument("--videos-per-class", type=bound("videos_per_class"), default=12, help=f"the first {TEST_GROUPS} are test videos")
     return p
 

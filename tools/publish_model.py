@@ -21,11 +21,11 @@ import torch  # noqa: E402
 
 from engine import check_finite_weights, load_checkpoint, model_name, publishable  # noqa: E402
 from guards import INPUT, OUTPUT, add_path, check_io  # noqa: E402
-from utils import UserError, atomic_write, check_writable_dir, run_cli  # noqa: E402
+from utils import HelpFormatter, UserError, atomic_write, check_writable_dir, run_cli  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_path(p, "checkpoint", role=INPUT, help="checkpoint.pth.tar or model_best.pth.tar of spatial_cnn.py/motion_cnn.py")
     add_path(p, "--out-dir", role=OUTPUT, folder=True, default=".", help="where the published file goes")
     p.add_argument("--name", help="file name before the hash (default: <stream>-<arch>-<recipe>)")
