@@ -149,9 +149,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="frames and flow pass through JPEG at this quality, as extract_frames.py/compute_flow.py "
                         "store them for training (--quality there); 0 skips it")
     add_path(p, "--class-ind", role=INPUT, help="classInd.txt, for checkpoints without class names")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="what runs the streams: torch (checkpoints), or onnxruntime / torchscript (the .onnx / "
-                        ".torchscript.pt files of tools/export.py)")
+                        ".torchscript.pt files of tools/export.py); default: told by the files' names")
     timeline = p.add_argument_group("timeline (long videos)")
     timeline.add_argument("--window", type=bound("seconds"), help="classify windows of this many seconds as well")
     timeline.add_argument("--stride", type=bound("seconds"), help="seconds between window starts (default: --window)")
@@ -259,6 +259,7 @@ def load_streams(args: argparse.Namespace, device: torch.device) -> tuple[list[S
     fusion weights."""
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    args.backend = args.backend or backend_of(args)
     for name in ("spatial", "motion"):
         path = str(getattr(args, name) or "")
         if args.backend == "torch" and path.endswith(tuple(EXPORT_SUFFIXES.values())):
@@ -297,6 +298,21 @@ def resolve_frame_size(args: argparse.Namespace, streams: list[StreamModel]) -> 
         raise UserError(f"the checkpoints were trained on frames of different sizes ({sizes})\n  fix: pass --size H W "
                         f"for both, or use checkpoints trained on one extraction")
     return next(iter(known.values())) if known else DEFAULT_FRAME_SIZE
+
+
+def backend_of(args: argparse.Namespace) -> str:
+    """The backend the files of --spatial/--motion need, by their names: .onnx onnxruntime,
+    .torchscript.pt torchscript, else torch (checkpoints); two that need different ones are refused."""
+    def needs(path: str) -> str:
+        for backend, fmt in (("onnxruntime", "onnx"), ("torchscript", "torchscript")):
+            if path.endswith(EXPORT_SUFFIXES[fmt]):
+                return backend
+        return "torch"
+    found = {name: needs(str(getattr(args, name))) for name in ("spatial", "motion") if getattr(args, name)}
+    if len(set(found.values())) > 1:
+        raise UserError(f"--spatial and --motion need different backends ({', '.join(f'{n}: {b}' for n, b in found.items())})"
+                        f"\n  fix: give both as checkpoints, or both exported in one format")
+    return next(iter(found.values()), "torch")
 
 
 class Predictor:

@@ -234,8 +234,9 @@ def _source_name(count: int, i: int) -> str:
 
 
 def check_missing(missing: list[tuple[VideoRecord, str]], total: int, what: str, roots: list[str | Path],
-                  allow_missing: bool) -> None:
-    """Report videos without (enough) frames, and stop unless the user allows it."""
+                  allow_missing: bool, hint: str = "") -> None:
+    """Report videos without (enough) frames, and stop unless the user allows it; ``hint`` is
+    added when none of them is there (the likely cause)."""
     if not missing:
         return
     if total == len(missing):
@@ -246,6 +247,8 @@ def check_missing(missing: list[tuple[VideoRecord, str]], total: int, what: str,
     if allow_missing:
         print(f"warning: {message}; they are skipped (--allow-missing)")
         return
+    if hint and total == len(missing):
+        raise UserError(f"{message}\n  {hint}")
     raise UserError(f"{message}\n  fix: check --data-root/--flow-root and --layout, or pass "
                     f"--allow-missing to skip them")
 
@@ -294,11 +297,11 @@ def stream_sources(stream: str, layout: FrameLayout, data_root: str | Path | Non
 
 def index_videos(records: list[VideoRecord], what: str, sources: list[tuple[str | Path, str]],
                  cache_dir: str | Path | None = None, allow_missing: bool = False,
-                 min_frames: int = 1, warn: bool = True) -> list[IndexedVideo]:
+                 min_frames: int = 1, warn: bool = True, hint: str = "") -> list[IndexedVideo]:
     """Index the records of one list ('train', 'test') and report the ones without frames
     before anything starts; raises unless ``allow_missing``."""
     found, missing = build_index(records, sources, cache_dir, min_frames)
-    check_missing(missing, len(records), what, sorted({str(root) for root, _ in sources}), allow_missing)
+    check_missing(missing, len(records), what, sorted({str(root) for root, _ in sources}), allow_missing, hint)
     if warn:
         warn_uneven_flow(found, what)
         warn_listed_frames(found, what)

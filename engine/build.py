@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dataloader import MultiCrop, build_loader, holdout_groups, index_videos, resolve_layout
-from dataloader.splits import groups_are_videos, split_from_args
+from dataloader.splits import DEFAULT_SPLIT_DIR, groups_are_videos, split_from_args
 from models import build_model, freeze_partial_bn, parameter_groups
 from utils import atomic_write
 
@@ -29,9 +29,13 @@ def build_data(args: argparse.Namespace, stream: Stream, world: World, output_di
     layout = resolve_layout(args.layout, args.rgb_template, args.flow_x_template, args.flow_y_template)
     sources = stream.sources(args, layout)
 
+    ucf101_lists = Path(args.split_dir).resolve() == DEFAULT_SPLIT_DIR and not args.train_list
+    hint = ("fix: no --split-dir was given, so UCF101's split lists were used; for your own videos pass "
+            "--split-dir with their lists (tools/make_splits.py writes them)") if ucf101_lists else ""
+
     def index(records, what):
         return index_videos(records, what, sources, output_dir if world.is_main else None, args.allow_missing,
-                            stream.min_frames(args), warn=world.is_main)
+                            stream.min_frames(args), warn=world.is_main, hint=hint)
     test_videos = index(split.test, "test")
     train_records, val_records = split.train, []
     if args.holdout_groups:

@@ -12,6 +12,7 @@ from dataloader.splits import add_split_arguments
 from guards import MAX_TEST_FRAMES  # noqa: F401 (engine's name for it)
 from guards import INPUT, OUTPUT, add_path, bound, check_io, check_options
 from models import ARCHS, LR_GROUPS
+from models.zoo import FLOW_SETTINGS, ZOO_PRESET_SETTINGS
 from utils import HelpFormatter, UserError
 
 RECIPE_NAMES = ("reference", "tsn")  # --recipe; each stream script says what a recipe sets
@@ -194,6 +195,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     problems = []
     if list(args.lr_milestones) != sorted(set(args.lr_milestones)):
         problems.append(f"--lr-milestones must be increasing epochs, got {' '.join(map(str, args.lr_milestones))}")
+    problems += apply_preset(args)
     if getattr(args, "test_crops", 1) == 10 and not getattr(args, "flip", True):
         if "test_crops" in args.explicit:
             problems.append("--test-crops 10 includes flipped crops, which --no-flip rules out: use --test-crops 5")
@@ -237,6 +239,23 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str | None) -> dict:
         raise UserError(f"--config {path}: {err}\n  fix: the file was edited; correct those values") from None
     parser.set_defaults(**values)
     return values
+
+
+def apply_preset(args: argparse.Namespace) -> list[str]:
+    """--pretrained NAME of a zoo preset sets what its model is (--arch resnet50; the flow model's
+    --stack-length 5 and normalisation on the motion stream); a flag given that contradicts it
+    is a problem returned."""
+    problems = []
+    motion = hasattr(args, "flow_std")
+    for name, value in ZOO_PRESET_SETTINGS.get(args.pretrained, {}).items():
+        if name in FLOW_SETTINGS and not motion:
+            continue
+        if name in args.explicit and getattr(args, name) != value:
+            problems.append(f"--pretrained {args.pretrained} is a model of --{name.replace('_', '-')} {value}, the "
+                            f"command line says {getattr(args, name)}: drop that flag")
+        else:
+            setattr(args, name, value)
+    return problems
 
 
 def describe_recipes(parser: argparse.ArgumentParser, recipes: dict[str, dict]) -> None:

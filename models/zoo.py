@@ -95,6 +95,14 @@ ZOO_PRESETS = {
                                    f"tsn_r50_320p_1x1x3_110e_kinetics400_flow_20200705-3036bab6.pth",
 }
 
+# what each preset's model is: --pretrained NAME sets these where the command line is silent and
+# refuses a flag that contradicts one (the flow settings on the motion stream)
+ZOO_PRESET_SETTINGS = {
+    "mmaction2-tsn-r50-k400-rgb": {"arch": "resnet50"},
+    "mmaction2-tsn-r50-k400-flow": {"arch": "resnet50", "stack_length": 5, "flow_mean": 0.502, "flow_std": 0.502},
+}
+FLOW_SETTINGS = ("stack_length", "flow_mean", "flow_std")
+
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's convention: NAME-<sha256 prefix>.pth
 
 

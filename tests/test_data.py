@@ -414,3 +414,12 @@ def test_dataloader_summary_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "dataloader", "--data-root", str(tmp_path / "nope")],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and "folder not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_own_frames_read_with_ucf101_s_lists_say_that_split_dir_was_forgotten(tmp_path):
+    import spatial_cnn
+    from tests.synth import make_dataset
+    data = make_dataset(tmp_path / "data")
+    with pytest.raises(UserError, match="(?s)no --split-dir was given, so UCF101's split lists were used"):
+        spatial_cnn.main(spatial_cnn.parse_args(["--data-root", str(data.data_root), "--output-dir",
+                                                 str(tmp_path / "run"), "--device", "cpu"]))

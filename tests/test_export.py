@@ -85,7 +85,10 @@ def test_bad_export_and_backend_inputs_are_named(tmp_path, monkeypatch):
     onnx_file = tmp_path / "s.onnx"
     assert run_export(str(ckpt), "--format", "onnx", "--out", str(onnx_file)) == 0
     with pytest.raises(UserError, match="--backend onnxruntime"):
-        predict.Predictor(spatial=str(onnx_file))
+        predict.Predictor(spatial=str(onnx_file), backend="torch")
+    assert predict.Predictor(spatial=str(onnx_file)).args.backend == "onnxruntime"  # told by the name
+    with pytest.raises(UserError, match="need different backends"):
+        predict.Predictor(spatial=str(onnx_file), motion=str(ckpt))
     with pytest.raises(UserError, match="a model of the spatial stream, given as --motion"):
         predict.Predictor(motion=str(onnx_file), backend="onnxruntime")
     # an ONNX file without the record of its checkpoint
@@ -119,6 +122,10 @@ def test_the_default_name_says_stream_arch_and_recipe(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run_export(str(ckpt), "--format", "torchscript") == 0
     assert (tmp_path / "motion-resnet18-tsn.torchscript.pt").is_file()
+    first = (tmp_path / "motion-resnet18-tsn.torchscript.pt").read_bytes()
+    assert run_export(str(ckpt), "--format", "torchscript") == 0  # again: beside it, not over it
+    assert (tmp_path / "motion-resnet18-tsn-2.torchscript.pt").is_file()
+    assert (tmp_path / "motion-resnet18-tsn.torchscript.pt").read_bytes() == first
 
 
 def test_an_output_that_is_the_checkpoint_under_another_name_is_refused(tmp_path):

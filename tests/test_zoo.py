@@ -286,3 +286,15 @@ def test_zoo_files_of_no_resnet_shape_are_one_message(tmp_path, edit, message):
     with pytest.raises(UserError, match=message):
         convert_weights.main(convert_weights.get_args_parser().parse_args(
             [str(tmp_path / "w.pth"), str(tmp_path / "out.pth"), "--arch", "resnet18"]))
+
+
+def test_a_kinetics_preset_sets_what_its_model_is_and_refuses_a_contradiction(capsys):
+    import motion_cnn
+    import spatial_cnn
+    args = motion_cnn.parse_args(["--pretrained", "mmaction2-tsn-r50-k400-flow"])
+    assert (args.arch, args.stack_length, args.flow_mean, args.flow_std) == ("resnet50", 5, 0.502, 0.502)
+    args = spatial_cnn.parse_args(["--pretrained", "mmaction2-tsn-r50-k400-rgb"])
+    assert args.arch == "resnet50" and args.stack_length == 10
+    with pytest.raises(SystemExit):
+        motion_cnn.parse_args(["--pretrained", "mmaction2-tsn-r50-k400-flow", "--arch", "resnet101"])
+    assert "is a model of --arch resnet50, the command line says resnet101" in capsys.readouterr().err

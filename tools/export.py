@@ -37,7 +37,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def default_out(ckpt: dict, fmt: str) -> Path:
-    return Path(model_name(ckpt) + EXPORT_SUFFIXES[fmt])
+    """``<stream>-<arch>-<recipe>`` with the format's suffix in this folder, or with ``-2``, ``-3``
+    ... before the suffix: an earlier export is never replaced by default."""
+    name, suffix = model_name(ckpt), EXPORT_SUFFIXES[fmt]
+    out, k = Path(name + suffix), 1
+    while out.exists():
+        k += 1
+        out = Path(f"{name}-{k}{suffix}")
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
