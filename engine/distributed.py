@@ -35,9 +35,11 @@ def init_distributed(device: str) -> World:
     if device.startswith("cuda"):
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
         if torch.cuda.device_count() < local_size:
-            raise UserError(f"torchrun started {local_size} processes on this node but only "
-                            f"{torch.cuda.device_count()} CUDA devices are visible\n"
-                            f"  fix: --nproc_per_node={max(torch.cuda.device_count(), 1)} or --device cpu")
+            count = torch.cuda.device_count()
+            fix = (f"--nproc_per_node={count} (one process a GPU), or --device cpu" if count
+                   else "--device cpu (torchrun's processes then share this machine's cores)")
+            raise UserError(f"torchrun started {local_size} processes on this node but only {count} CUDA devices "
+                            f"are visible\n  fix: {fix}")
         torch.cuda.set_device(world.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")

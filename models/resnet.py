@@ -3,6 +3,7 @@ channels (cross-modality pre-training for more than 3), and loading of the refer
 checkpoints."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -121,8 +122,13 @@ def load_torch_file(path: str | Path, what: str, fix: str) -> object:
         raise UserError(f"{what} {path} is a folder, not a file\n  fix: pass {hint}")
     if not path.is_file():
         raise UserError(f"{what} not found: {path}\n  fix: {fix}")
+    if path.name.endswith((".onnx", ".torchscript.pt")):
+        raise UserError(f"{what} {path} is an exported model (tools/export.py), which predict.py runs, not a "
+                        f"checkpoint\n  fix: {fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice on other kinds of file; the message below says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise UserError(f"{path}: cannot read this {what} ({type(err).__name__}: {err})\n  fix: {fix}") from None
 

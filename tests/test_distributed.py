@@ -113,3 +113,17 @@ def test_resumed_epoch_meters_count_restored_samples_once(tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_meters_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out")), nprocs=2, join=True)
     assert (tmp_path / "out").read_text() == "116 2"
+
+
+def test_torchrun_on_cuda_without_enough_gpus_gives_a_fix_that_works_here(monkeypatch):
+    import engine
+    from utils import UserError
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(UserError, match="only 0 CUDA devices are visible\n  fix: --device cpu"):
+        engine.init_distributed("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="fix: --nproc_per_node=1"):
+        engine.init_distributed("cuda")

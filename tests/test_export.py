@@ -184,3 +184,13 @@ def test_an_exported_record_edited_to_another_input_or_stream_is_one_message(tmp
     stream = record["stream"]
     with pytest.raises(UserError, match="edited.onnx: its record .* does not fit the model inside it"):
         export.load_exported_stream(tmp_path / "edited.onnx", stream, "onnxruntime", torch.device("cpu"))
+
+
+def test_an_exported_file_given_as_a_checkpoint_is_one_message_without_torch_s_warnings(tmp_path, capfd):
+    ckpt = checkpoint(tmp_path / "ckpt.pth.tar")
+    out = tmp_path / "s.torchscript.pt"
+    assert run_export(str(ckpt), "--format", "torchscript", "--out", str(out)) == 0
+    capfd.readouterr()
+    with pytest.raises(UserError, match="is an exported model .*, not a checkpoint"):
+        run_export(str(out), "--format", "onnx", "--out", str(tmp_path / "s.onnx"))
+    assert "weights_only" not in capfd.readouterr().err
