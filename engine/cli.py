@@ -243,18 +243,19 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str | None) -> dict:
 
 def apply_preset(args: argparse.Namespace) -> list[str]:
     """--pretrained NAME of a zoo preset sets what its model is (--arch resnet50; the flow model's
-    --stack-length 5 and normalisation on the motion stream); a flag given that contradicts it
-    is a problem returned."""
+    --stack-length 5, or a multiple of it, and normalisation on the motion stream); a flag given
+    that contradicts it is a problem returned."""
     problems = []
     motion = hasattr(args, "flow_std")
     for name, value in ZOO_PRESET_SETTINGS.get(args.pretrained, {}).items():
         if name in FLOW_SETTINGS and not motion:
             continue
-        if name in args.explicit and getattr(args, name) != value:
+        tiled = name == "stack_length" and getattr(args, name) % value == 0  # pairs tiled to a longer stack
+        if name not in args.explicit:
+            setattr(args, name, value)
+        elif getattr(args, name) != value and not tiled:
             problems.append(f"--pretrained {args.pretrained} is a model of --{name.replace('_', '-')} {value}, the "
                             f"command line says {getattr(args, name)}: drop that flag")
-        else:
-            setattr(args, name, value)
     return problems
 
 

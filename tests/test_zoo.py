@@ -293,6 +293,8 @@ def test_a_kinetics_preset_sets_what_its_model_is_and_refuses_a_contradiction(ca
     import spatial_cnn
     args = motion_cnn.parse_args(["--pretrained", "mmaction2-tsn-r50-k400-flow"])
     assert (args.arch, args.stack_length, args.flow_mean, args.flow_std) == ("resnet50", 5, 0.502, 0.502)
+    args = motion_cnn.parse_args(["--pretrained", "mmaction2-tsn-r50-k400-flow", "--stack-length", "10"])
+    assert args.stack_length == 10  # its 5 pairs tiled
     args = spatial_cnn.parse_args(["--pretrained", "mmaction2-tsn-r50-k400-rgb"])
     assert args.arch == "resnet50" and args.stack_length == 10
     with pytest.raises(SystemExit):
