@@ -46,7 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="show the progress bars of every step")
     p.add_argument("--recipe", default="reference", choices=["reference", "tsn"], help="the streams' --recipe")
     p.add_argument("--device", default="cpu", help="where the streams train and test (README.md's table is the CPU's)")
-    p.add_argument("--videos-per-class", type=bound("videos_per_class"), default=12, help="synthetic videos a class (4 are test videos)")
+    p.add_argument("--videos-per-class", type=bound("videos_per_class"), default=12,
+                   help="synthetic videos a class (4 are test videos)")
     p.add_argument("--flow-method", default="tvl1", help="tools/compute_flow.py --method")
     return p
 

@@ -12,6 +12,6 @@ def two_stream(spatial: str | None = None, motion: str | None = None, device: st
     """A ready predictor (predict.py's): ``predictor("video.mp4")`` returns its record: fused and
     per-stream top-k with probabilities; ``options`` are predict.py's flags by name (e.g.
     ``weights=[1, 1.5]``, ``window=2.0``)."""
-    from predict import Predictor
+    from inference.predictor import Predictor
 
     return Predictor(spatial=spatial, motion=motion, device=device, **options)

@@ -28,8 +28,10 @@ RECIPES = {
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = engine.get_args_parser("motion", __doc__, add_help)
-    add_path(parser, "--flow-root", role=INPUT, folder=True, reads=FRAME_FILES, default="data/tvl1_flow", help="folder of optical flow (u/ and v/)")
-    parser.add_argument("--stack-length", type=bound("stack_length"), default=10, help="flow frames per stack (2L input channels)")
+    add_path(parser, "--flow-root", role=INPUT, folder=True, reads=FRAME_FILES, default="data/tvl1_flow",
+             help="folder of optical flow (u/ and v/)")
+    parser.add_argument("--stack-length", type=bound("stack_length"), default=10,
+                        help="flow frames per stack (2L input channels)")
     parser.add_argument("--reference-stack-order", action="store_true",
                         help="the reference repo's rotated channel order, for its released checkpoints")
     parser.add_argument("--flow-std", type=bound("flow_std"), default=1.0,

@@ -37,19 +37,22 @@ STAGES = ("splits", "frames", "flow", "spatial", "motion", "evaluate", "fusion")
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_path(p, "video_dir", role=INPUT, folder=True, reads=VIDEO_FILES, type=Path, help="folder of videos (VIDEO_DIR/<class>/<video> without a split)")
+    add_path(p, "video_dir", role=INPUT, folder=True, reads=VIDEO_FILES, type=Path,
+             help="folder of videos (VIDEO_DIR/<class>/<video> without a split)")
     add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="where every stage writes")
     split = p.add_argument_group("split (default: lists made by tools/make_splits.py in OUT_DIR/splits)")
     add_path(split, "--split-dir", role=INPUT, folder=True, reads=LIST_FILES, help="UCF101 or HMDB51 split files")
     split.add_argument("--split-format", choices=SPLIT_FORMATS, default=None,
                        help="the format of --split-dir or the lists (default: detected)")
-    add_path(split, "--train-list", role=INPUT, help="mmaction2 training list (video lists: paths relative to VIDEO_DIR)")
+    add_path(split, "--train-list", role=INPUT,
+             help="mmaction2 training list (video lists: paths relative to VIDEO_DIR)")
     add_path(split, "--test-list", role=INPUT, help="mmaction2 test list")
     add_path(split, "--class-names", role=INPUT, help="mmaction2 class names file")
     split.add_argument("--allow-absolute-paths", action="store_true",
                        help="mmaction2 lists: entries may be absolute paths outside VIDEO_DIR (with --class-names)")
     split.add_argument("--split", type=bound("split"), default=1, help="split number of the given lists")
-    split.add_argument("--test-fraction", type=bound("test_fraction"), default=0.3, help="make_splits: share of each class in test")
+    split.add_argument("--test-fraction", type=bound("test_fraction"), default=0.3,
+                       help="make_splits: share of each class in test")
     split.add_argument("--group-pattern", help="make_splits: regular expression naming a video's group")
     prep = p.add_argument_group("preprocessing")
     prep.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"), help="frame size")

@@ -26,7 +26,8 @@ RECIPES = {
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = engine.get_args_parser("spatial", __doc__, add_help)
-    add_path(parser, "--data-root", role=INPUT, folder=True, reads=FRAME_FILES, default="data/jpegs_256", help="folder of RGB frames")
+    add_path(parser, "--data-root", role=INPUT, folder=True, reads=FRAME_FILES, default="data/jpegs_256",
+             help="folder of RGB frames")
     parser.add_argument("--stack-length", type=bound("stack_length"), default=10,
                         help="the motion stream's stack length: positions avoid the last L-1 frames, as the motion "
                              "stream's do, so that both see the same moments (the tsn recipe: 1, every frame)")

@@ -29,7 +29,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", choices=("spatial", "motion"), default="spatial", help="which stream's input")
     p.add_argument("--arch", choices=ARCHS, default="resnet101", help="the ResNet to export")
     p.add_argument("--input-size", type=bound("input_size"), default=224, help="network input size")
-    p.add_argument("--batch", type=bound("batch_size"), default=19, help="inputs a forward pass (19: one video's test positions)")
+    p.add_argument("--batch", type=bound("batch_size"), default=19,
+                   help="inputs a forward pass (19: one video's test positions)")
     p.add_argument("--repeat", type=bound("count"), default=3, help="timed passes after one warm-up pass")
     return p
 

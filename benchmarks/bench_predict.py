@@ -90,8 +90,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=bound("seconds"), default=2.0, help="timeline window, seconds")
     p.add_argument("--stride", type=bound("seconds"), default=1.0, help="timeline stride, seconds")
     p.add_argument("--flow-method", default=None, help="default: tvl1-torch on CUDA, tvl1 on the CPU")
-    p.add_argument("--workers", type=bound("processes"), default=None, help="OpenCV flow processes (predict.py's default)")
-    add_path(p, "--data", role=OUTPUT, folder=True, type=Path, help="folder for the video and checkpoints (default: temporary)")
+    p.add_argument("--workers", type=bound("processes"), default=None,
+                   help="OpenCV flow processes (predict.py's default)")
+    add_path(p, "--data", role=OUTPUT, folder=True, type=Path,
+             help="folder for the video and checkpoints (default: temporary)")
     return p
 
 

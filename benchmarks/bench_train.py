@@ -135,11 +135,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--arch", default=None, help="default: resnet101 on CUDA, resnet18 on the CPU")
     p.add_argument("--input-size", type=bound("input_size"), default=None, help="default: 224 on CUDA, 112 on the CPU")
-    p.add_argument("--spatial-batch", type=bound("batch_size"), default=None, help="videos (x3 frames); default 25 CUDA, 4 CPU")
+    p.add_argument("--spatial-batch", type=bound("batch_size"), default=None,
+                   help="videos (x3 frames); default 25 CUDA, 4 CPU")
     p.add_argument("--motion-batch", type=bound("batch_size"), default=None, help="stacks; default 64 CUDA, 8 CPU")
     p.add_argument("--test-batch", type=bound("test_batch_size"), default=None, help="default 256 CUDA, 32 CPU")
     p.add_argument("--workers", type=bound("workers"), default=None, help="project loader workers (default: cores - 1)")
-    p.add_argument("--ref-workers", type=bound("workers"), default=8, help="reference pipeline workers (8, as the reference)")
+    p.add_argument("--ref-workers", type=bound("workers"), default=8,
+                   help="reference pipeline workers (8, as the reference)")
     p.add_argument("--steps", type=bound("count"), default=None, help="timed steps (default 30 CUDA, 6 CPU)")
     p.add_argument("--videos", type=bound("count"), default=None, help="videos generated (default 256 CUDA, 24 CPU)")
     p.add_argument("--test-frames", type=bound("test_frames"), default=19, help="positions per test video")

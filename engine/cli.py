@@ -87,7 +87,8 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                       help="random horizontal flips in training (and the flipped test crops); --no-flip for data "
                            "where left and right matter")
-    data.add_argument("--workers", type=bound("workers"), default=None, help="loader processes (default: cores - 1, max 16)")
+    data.add_argument("--workers", type=bound("workers"), default=None,
+                      help="loader processes (default: cores - 1, max 16)")
     data.add_argument("--holdout-groups", type=bound("holdout_groups"), default=0,
                       help="hold out this many whole groups (UCF101's gXX, HMDB51's films) of the training list "
                            "as a validation set for model selection and the scheduler (default 0: select on the "
@@ -122,7 +123,8 @@ def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None
     train.add_argument("--weight-decay", type=bound("weight_decay"), default=0.0, help="L2 weight decay")
     train.add_argument("--lr-scheduler", default="plateau", choices=["plateau", "cosine", "step", "multistep"],
                        help="plateau: ReduceLROnPlateau on validation loss (reference)")
-    train.add_argument("--lr-patience", type=bound("lr_patience"), default=1, help="plateau: epochs without improvement")
+    train.add_argument("--lr-patience", type=bound("lr_patience"), default=1,
+                       help="plateau: epochs without improvement")
     train.add_argument("--lr-step", type=bound("lr_step"), default=30, help="step: epochs between x0.1 decays")
     train.add_argument("--lr-milestones", type=bound("lr_milestones"), nargs="+", default=[30, 60], metavar="EPOCH",
                        help="multistep: the epochs after which the rate is multiplied by 0.1")

@@ -295,7 +295,8 @@ def test_two_videos_with_one_stem_never_write_one_plot(tmp_path):
 # --- inside the root -------------------------------------------------------------------------------------
 
 HOSTILE = {"parent": "../../outside/v_x.avi", "absolute": "/etc/v_x.avi", "dots": "RedDown/...",
-           "dot stem": "RedDown/..avi", "inner parent": "RedDown/../../v_x.avi", "backslash parent": "RedDown\\..\\v.avi"}
+           "dot stem": "RedDown/..avi", "inner parent": "RedDown/../../v_x.avi",
+           "backslash parent": "RedDown\\..\\v.avi"}
 
 
 def _ucf101(folder: Path, entry: str) -> None:
@@ -414,8 +415,8 @@ def test_concurrent_publishing_under_one_name_keeps_each_file_true_to_its_hash(t
                     "model": build_model("resnet18", 3, channels, "none").state_dict()}, path)
         ckpts.append(path)
     out = tmp_path / "out"
-    runs = [subprocess.Popen([sys.executable, "tools/publish_model.py", str(c), "--out-dir", str(out), "--name", "same"],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in ckpts]
+    runs = [subprocess.Popen([sys.executable, "tools/publish_model.py", str(c), "--out-dir", str(out),
+                              "--name", "same"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in ckpts]
     for run in runs:
         _, err = run.communicate(timeout=120)
         assert run.returncode == 0, err
@@ -469,4 +470,5 @@ def test_the_streams_help_lists_what_each_recipe_sets():
     for script in (spatial_cnn, motion_cnn):
         text = " ".join(script.get_args_parser().format_help().split())
         assert "tsn sets --train-crop multiscale" in text and "--lr-groups tsn" in text
-    assert "--epochs EPOCHS epochs to train (default: 50)" in " ".join(spatial_cnn.get_args_parser().format_help().split())
+    text = " ".join(spatial_cnn.get_args_parser().format_help().split())
+    assert "--epochs EPOCHS epochs to train (default: 50)" in text

@@ -180,3 +180,23 @@ def test_the_module_map_names_files_that_exist_and_every_module():
         modules |= {p.relative_to(ROOT).as_posix() for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
     unlisted = sorted(modules - listed)
     assert not unlisted, f"docs/modules.md does not list {unlisted}"
+
+
+# a measured figure: a ratio (2.1x), a duration (175 s, ~3 minutes), a score (66.67), a tolerance (1e-4)
+FIGURE = re.compile(r"(?<!Python )(?<![\w.-])"
+                    r"(\d+(?:\.\d+)?x|~?\d+(?:\.\d+)? ?(?:s|minutes)(?=[\s,.;)])|\d+\.\d\d|1e-\d)(?![\w.-])")
+# where a figure comes from: the commit and machine it was measured on, the benchmark or test that
+# produces it, the make target, or the page that records the runs
+SOURCE = re.compile(r"commit [0-9a-f]{7}|benchmarks/\w+\.py|tests/\w+\.py|make \w+|docs/(?:demo|benchmarks)\.md")
+
+
+def test_every_figure_in_the_readme_names_where_it_comes_from():
+    """A number a test or benchmark produces stands in a paragraph (or table with its caption)
+    that names its source; published figures stand under the caption that says they are."""
+    paragraphs = re.split(r"\n\s*\n", (ROOT / "README.md").read_text())
+    for i, paragraph in enumerate(paragraphs):
+        if paragraph.lstrip().startswith(("#", "```")) or (i and "Published figures" in paragraphs[i - 1]):
+            continue
+        figures = FIGURE.findall(re.sub(r"`[^`]*`", "", paragraph))
+        context = paragraph + (paragraphs[i - 1] if paragraph.lstrip().startswith("|") else "")
+        assert not figures or SOURCE.search(context), f"README.md: {figures} with no source in:\n{paragraph}"

@@ -58,7 +58,8 @@ def test_the_frozen_numbers_hold_under_one_thread():
     import sys
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/test_recipes.py::test_reference_recipe_gives_the_scores_written_before_the_tsn_options"],
+                           "tests/test_recipes.py::"
+                           "test_reference_recipe_gives_the_scores_written_before_the_tsn_options"],
                           cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -190,7 +190,8 @@ def test_a_killed_pipeline_leaves_no_stage_running(tmp_path):
 def _recording_stage(monkeypatch, tmp_path):
     import pipeline as pipeline_module
     calls: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(pipeline_module.Stage, "_call", staticmethod(lambda name, command: calls.append((name, command))))
+    monkeypatch.setattr(pipeline_module.Stage, "_call",
+                        staticmethod(lambda name, command: calls.append((name, command))))
     return pipeline_module, calls
 
 
@@ -329,3 +330,22 @@ def test_the_out_dir_lock_is_held_while_the_stages_run(tmp_path, monkeypatch):
     assert pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out")]) == 0
     assert during == [(tmp_path / "out").resolve()]
     pipeline_module.lock_out_dir(tmp_path / "out").close()  # and released after them
+
+
+@pytest.mark.slow
+def test_the_readme_s_own_videos_command_runs_from_another_folder(tmp_path):
+    """A new user's walk: the README's first 'Your own videos' command, as written (relative paths),
+    from their own folder, on tiny generated videos (tiny models and sizes appended)."""
+    import shlex
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Your own videos", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    command = shlex.split(block.strip().splitlines()[0].split("#", 1)[0])
+    assert command[:2] == ["python", "pipeline.py"] and command[2] == "my_videos/"
+    make_demo_data(tmp_path / "data", seed=2, frames=16, videos_per_class=3)
+    shutil.move(tmp_path / "data" / "videos", tmp_path / "my_videos")
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(ROOT / command[1]), *command[2:], "--size", "48", "64", "--flow-method",
+                           "farneback", "--workers", "1", "--test-fraction", "0.34", *TRAIN], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert (tmp_path / "runs" / "mine" / "fusion.json").is_file() and "fusion top-1" in proc.stdout

@@ -10,6 +10,7 @@ import torch
 
 import motion_cnn
 import predict
+from inference.predictor import softmax
 import spatial_cnn
 from tools import compute_flow, extract_frames
 from tools.make_demo_data import make_demo_data, render_video, write_video
@@ -235,7 +236,7 @@ def test_tsn_recipe_end_to_end_train_evaluate_fuse_predict(trained, tmp_path):
         ours = np.array(record["streams"][stream]["scores"])
         np.testing.assert_allclose(ours, evaluated, rtol=0, atol=1e-4 * np.abs(evaluated).max())
     spatial, motion = (np.array(record["streams"][s]["scores"]) / 25 for s in ("spatial", "motion"))
-    fused = predict.softmax((spatial + 1.5 * motion) / 2.5)
+    fused = softmax((spatial + 1.5 * motion) / 2.5)
     assert record["topk"][0]["probability"] == pytest.approx(float(fused.max()), abs=1e-5)
 
 
@@ -412,7 +413,8 @@ def test_the_plan_bound_counts_every_window_s_test_positions(trained, tmp_path, 
 
     def never(*args, **kwargs):
         raise AssertionError("the windows were planned before the bound was checked")
-    monkeypatch.setattr(predict, "plan_windows", never)
+    import inference.predictor
+    monkeypatch.setattr(inference.predictor, "plan_windows", never)
     video = write_long_video(tmp_path / "v.avi", [((230, 80, 60), -1)], 50)
     args = predict_args(root, video, "--window", "1", "--stride", "0.0002", "--window-frames", "1000",
                         "--json", str(tmp_path / "b.json"))

@@ -29,9 +29,11 @@ from utils import HelpFormatter, UserError, check_writable_file, run_cli  # noqa
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_path(p, "checkpoint", role=INPUT, help="checkpoint of spatial_cnn.py/motion_cnn.py (or tools/publish_model.py's file)")
+    add_path(p, "checkpoint", role=INPUT,
+             help="checkpoint of spatial_cnn.py/motion_cnn.py (or tools/publish_model.py's file)")
     p.add_argument("--format", required=True, choices=list(EXPORT_SUFFIXES), help="the file to write")
-    add_path(p, "--out", role=OUTPUT, help="the exported file (default: <stream>-<arch>-<recipe> with the format's suffix)")
+    add_path(p, "--out", role=OUTPUT,
+             help="the exported file (default: <stream>-<arch>-<recipe> with the format's suffix)")
     add_path(p, "--class-ind", role=INPUT, help="classInd.txt, for checkpoints without class names")
     return p
 

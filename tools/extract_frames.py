@@ -28,8 +28,8 @@ from dataloader.index import LAYOUTS  # noqa: E402
 from dataloader.splits import SPLIT_FORMATS, listed_videos  # noqa: E402
 from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, resize_frame  # noqa: E402
 
-from tools.jobs import (file_stamp, finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
-                        run_jobs, shard, shard_note, start_partial)
+from tools.jobs import (file_stamp, finish_partial, read_stamp, report, report_check,  # noqa: E402
+                        resolve_shard, run_claimed, run_jobs, shard, shard_note, start_partial)
 from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, frame_size, plain_name  # noqa: E402
 from utils import HelpFormatter, UserError, default_workers, run_cli  # noqa: E402
 
@@ -111,7 +111,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=bound("quality"), default=90, help="JPEG quality")
     p.add_argument("--workers", type=bound("processes"), default=default_workers() + 1,
                    help="processes, one video each")
-    add_path(p, "--list", role=INPUT, help="file listing the videos to extract, relative to VIDEO_DIR: a UCF101 list, an "
+    add_path(p, "--list", role=INPUT,
+             help="file listing the videos to extract, relative to VIDEO_DIR: a UCF101 list, an "
                                   "HMDB51 <class>_test_splitN.txt (its videos in VIDEO_DIR/<class>/) or an mmaction2 "
                                   "video list")
     p.add_argument("--shard", metavar="K/N",

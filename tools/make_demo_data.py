@@ -100,7 +100,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=bound("video_frames"), default=30, help="frames of each video")
     p.add_argument("--size", type=bound("size"), nargs=2, default=[48, 64], metavar=("H", "W"),
                    help="frame size of the videos")
-    p.add_argument("--videos-per-class", type=bound("videos_per_class"), default=12, help=f"the first {TEST_GROUPS} are test videos")
+    p.add_argument("--videos-per-class", type=bound("videos_per_class"), default=12,
+                   help=f"the first {TEST_GROUPS} are test videos")
     return p
 
 
@@ -108,7 +109,8 @@ def main() -> None:
     args = get_args_parser().parse_args()
     if args.videos_per_class <= TEST_GROUPS:
         raise UserError(f"--videos-per-class must be more than {TEST_GROUPS} (the test groups)")
-    splits = make_demo_data(args.out_dir, args.seed, args.frames, frame_size(args.size, keep=False), args.videos_per_class)
+    size = frame_size(args.size, keep=False)
+    splits = make_demo_data(args.out_dir, args.seed, args.frames, size, args.videos_per_class)
     print(f"{len(demo_classes()) * args.videos_per_class} videos in {args.out_dir / 'videos'}, split lists in {splits}")
 
 

@@ -23,10 +23,14 @@ from utils import HelpFormatter, UserError, run_cli  # noqa: E402
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_path(p, "video_dir", role=INPUT, folder=True, reads=VIDEO_FILES, type=Path, help="folder of class folders of videos")
-    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="where the split lists go (the scripts' --split-dir)")
-    p.add_argument("--test-fraction", type=bound("test_fraction"), default=0.3, help="share of each class's videos in the test list")
-    p.add_argument("--splits", type=bound("splits"), default=3, help="how many splits (test parts overlap as little as they can)")
+    add_path(p, "video_dir", role=INPUT, folder=True, reads=VIDEO_FILES, type=Path,
+             help="folder of class folders of videos")
+    add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path,
+             help="where the split lists go (the scripts' --split-dir)")
+    p.add_argument("--test-fraction", type=bound("test_fraction"), default=0.3,
+                   help="share of each class's videos in the test list")
+    p.add_argument("--splits", type=bound("splits"), default=3,
+                   help="how many splits (test parts overlap as little as they can)")
     p.add_argument("--group-pattern", help="regular expression whose first group (or match) names a video's group")
     p.add_argument("--seed", type=bound("seed"), default=0, help="seed of the assignment of groups to sides")
     return p

@@ -26,7 +26,8 @@ from utils import HelpFormatter, UserError, atomic_write, check_writable_dir, ru
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_path(p, "checkpoint", role=INPUT, help="checkpoint.pth.tar or model_best.pth.tar of spatial_cnn.py/motion_cnn.py")
+    add_path(p, "checkpoint", role=INPUT,
+             help="checkpoint.pth.tar or model_best.pth.tar of spatial_cnn.py/motion_cnn.py")
     add_path(p, "--out-dir", role=OUTPUT, folder=True, default=".", help="where the published file goes")
     p.add_argument("--name", help="file name before the hash (default: <stream>-<arch>-<recipe>)")
     return p
@@ -47,7 +48,8 @@ def main(args: argparse.Namespace) -> int:
         if not out_dir.exists():
             out_dir.mkdir(parents=True)
     except OSError as err:
-        raise UserError(f"cannot create --out-dir {out_dir}: {err.strerror}\n  fix: pass a folder you can write") from None
+        raise UserError(f"cannot create --out-dir {out_dir}: {err.strerror}\n  fix: pass a folder you can "
+                        f"write") from None
     check_writable_dir(out_dir, "--out-dir")
     published = publishable(load_checkpoint(args.checkpoint), args.checkpoint)
     check_finite_weights(published["model"], args.checkpoint)
