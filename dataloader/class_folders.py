@@ -4,7 +4,7 @@ UCF101's list format so that every script reads them unchanged. No torch here.
 """
 from __future__ import annotations
 
-import random
+import hashlib
 import re
 import warnings
 from dataclasses import dataclass
@@ -68,31 +68,29 @@ def scan_class_folders(video_dir: Path, group_pattern: str | None = None) -> dic
     return classes
 
 
+def group_position(seed: int, class_name: str, group: str) -> float:
+    """Where a group lies in [0, 1): a hash of its name, its class and the seed, the same
+    whatever other videos there are."""
+    digest = hashlib.sha256(f"{seed}\0{class_name}\0{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def assign_splits(classes: dict[str, list[FolderVideo]], test_fraction: float, splits: int = 1,
                   seed: int = 0) -> list[dict[str, tuple[list[FolderVideo], list[FolderVideo]]]]:
-    """For each split, {class: (train, test)}: each class's test part holds about
-    ``test_fraction`` of its videos (within one group's size), taken group by group (a group
-    is never on both sides). The group order is shuffled once per class (seeded) and each
-    split starts at another place in it, so that the splits' test parts overlap as little as
-    they can."""
+    """For each split, {class: (train, test)}, group by group (a group is never on both sides):
+    split k's test part is the groups whose position (:func:`group_position`) falls in the
+    window [k / splits, k / splits + test_fraction) (wrapping around 1). A group's side depends
+    on its own name only, so adding or removing videos never moves another group; each class's
+    test part is ``test_fraction`` of its groups on average (not exactly, in a small class), and
+    the splits' windows overlap only where the fraction exceeds 1 / splits."""
     result = []
     for k in range(splits):
+        start = k / splits
         split = {}
         for class_name, videos in classes.items():
-            side: dict[str, str] = {}
-            groups = sorted({v.group for v in videos})
-            random.Random(f"{seed}:{class_name}").shuffle(groups)
-            start = k * len(groups) // splits
-            size = {g: sum(v.group == g for v in videos) for g in groups}
-            target = round(test_fraction * len(videos))
-            in_test = 0
-            for group in groups[start:] + groups[:start]:
-                # take a group when that brings the test count closer to the target
-                take = in_test < target and (in_test + size[group] - target) <= (target - in_test)
-                side[group] = "test" if take else "train"
-                in_test += size[group] if take else 0
-            split[class_name] = ([v for v in videos if side[v.group] == "train"],
-                                 [v for v in videos if side[v.group] == "test"])
+            side = {v.group: (group_position(seed, class_name, v.group) - start) % 1.0 < test_fraction
+                    for v in videos}
+            split[class_name] = ([v for v in videos if not side[v.group]], [v for v in videos if side[v.group]])
         result.append(split)
     return result
 
@@ -110,12 +108,12 @@ def write_split_lists(out_dir: Path, splits: list[dict[str, tuple[list[FolderVid
             f.write("".join(f"{c}/{v.filename}\n" for c in classes for v in split[c][1]))
 
 
-def too_few(classes: dict[str, list[FolderVideo]], test_fraction: float) -> list[str]:
-    """Classes whose videos (or groups) are too few to give both sides at this fraction."""
+def one_sided(splits: list[dict[str, tuple[list[FolderVideo], list[FolderVideo]]]]) -> list[str]:
+    """Classes with all their videos on one side in some split (too few videos or groups for
+    the fraction, or a hash that put them so): '<class> (split K: no test videos)'."""
     out = []
-    for name, videos in classes.items():
-        target = round(test_fraction * len(videos))
-        groups = len({v.group for v in videos})
-        if target == 0 or target == len(videos) or groups < 2:
-            out.append(f"{name} ({len(videos)} videos, {groups} groups)")
+    for k, split in enumerate(splits, start=1):
+        for name, (train, test) in split.items():
+            if not train or not test:
+                out.append(f"{name} (split {k}: no {'training' if not train else 'test'} videos)")
     return out

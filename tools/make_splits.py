@@ -5,8 +5,10 @@
 
 VIDEO_DIR/<class>/<video> becomes OUT_DIR/classInd.txt, trainlistNN.txt and testlistNN.txt,
 which spatial_cnn.py, motion_cnn.py and average_fusion.py read unchanged (--split-dir OUT_DIR).
-Stratified per class; videos whose names give the same group under --group-pattern (e.g.
-UCF101's '_g(\\d+)_', one actor of a class) always land on the same side. The same seed gives the same lists.
+Each group of videos (those whose names give the same group under --group-pattern, e.g.
+UCF101's '_g(\\d+)_', one actor of a class; else each video) lands on the side a hash of its
+name, its class and --seed says: adding or removing videos never moves another one across, and
+each class's test share is --test-fraction on average. The same seed gives the same lists.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dataloader.class_folders import assign_splits, scan_class_folders, too_few, write_split_lists  # noqa: E402
+from dataloader.class_folders import assign_splits, one_sided, scan_class_folders, write_split_lists  # noqa: E402
 from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io  # noqa: E402
 from utils import HelpFormatter, UserError, run_cli  # noqa: E402
 
@@ -53,11 +55,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"{name:30} {len(videos):6d} {len({v.group for v in videos}):6d} {counts}")
     total = sum(len(v) for v in classes.values())
     print(f"{len(classes)} classes, {total} videos; lists written to {args.out_dir}")
-    short = too_few(classes, args.test_fraction)
+    short = one_sided(splits)
     if short:
-        print(f"warning: {len(short)} classes have too few videos or groups for a test fraction of "
-              f"{args.test_fraction}, so one side gets none of them: {', '.join(short[:5])}"
-              f"{' ...' if len(short) > 5 else ''}", file=sys.stderr)
+        print(f"warning: {len(short)} classes have all their videos on one side: {', '.join(short[:5])}"
+              f"{' ...' if len(short) > 5 else ''} (too few videos or groups for --test-fraction "
+              f"{args.test_fraction}, or their names' hashes fell so)", file=sys.stderr)
     return 0
 
 
