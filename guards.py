@@ -130,6 +130,8 @@ BOUNDS: dict[str, Bound] = {
     "video_frames": _int(2, 100_000),
     "videos_per_class": _int(1, 100_000),
     "count": _int(1, 1_000_000),
+    "print_freq": _int(0, 1_000_000),
+    "val_interval": _int(1, 100_000),
 }
 
 

@@ -202,6 +202,17 @@ class CsvLogger:
     def log(self, row: Mapping[str, object]) -> None:
         new = not self.path.exists() or self.path.stat().st_size == 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not new:
+            with open(self.path, newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != list(row):  # a log of another version (another column): rewritten with both
+                rows = self.read()
+                columns = header + [name for name in row if name not in header]
+                with atomic_write(self.path, "w") as f:
+                    writer = csv.DictWriter(f, fieldnames=columns, restval="")
+                    writer.writeheader()
+                    writer.writerows([*rows, dict(row)])
+                return
         with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
             if new:

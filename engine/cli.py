@@ -134,6 +134,12 @@ def _add_training_arguments(train: argparse._ArgumentGroup, stream: str) -> None
                             "biases lr x2, no decay; BatchNorm no decay; frozen BatchNorms left out)")
     train.add_argument("--clip-grad-norm", type=bound("clip_grad_norm"), default=None,
                        help="clip the gradients' total norm to this (TSN: 20); default no clipping")
+    train.add_argument("--val-interval", type=bound("val_interval"), default=1,
+                       help="test (or validate) every this many epochs, and after the last; the schedule's plateau "
+                            "and the best checkpoint follow these passes")
+    train.add_argument("--print-freq", type=bound("print_freq"), default=0,
+                       help="every this many steps a line with loss, lr, samples/s and the epoch's ETA (and "
+                            "TensorBoard's per-step scalars); 0: only the progress bar")
     train.add_argument("--seed", type=bound("seed"), default=0,
                        help="seed of initialisation, sampling and augmentation")
     add_path(train, "--resume", role=INPUT, default="", nargs="?", const="auto", metavar="PATH",

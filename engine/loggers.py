@@ -3,9 +3,11 @@ one interface the run calls once an epoch, once a test pass and once at the end.
 main process logs (under torchrun the others get no backends).
 
 - csv: train.csv and test.csv (or val.csv) in the output folder, as the reference wrote them.
-- tensorboard: ``OUTPUT_DIR/tensorboard``: loss, top-1/top-5, learning rate, samples/s and the
-  share of training time spent waiting for data per epoch; the confusion matrix of each test
-  pass; the hyper-parameters with the final metrics (``tensorboard --logdir OUTPUT_DIR``).
+- tensorboard: event files in the output folder, so that ``tensorboard --logdir record`` names
+  each run after its folder (``spatial``): per epoch (``train/``, ``test/`` or ``val/``, ``lr``,
+  ``speed/``) loss, top-1/top-5, mean class accuracy, learning rate, samples/s and the share of
+  training time spent waiting for data; per step with --print-freq (``train_step/``); the
+  confusion matrix of each test pass; the hyper-parameters with the final metrics.
 - wandb: the same to Weights & Biases (``pip install wandb``; its own environment variables,
   e.g. WANDB_PROJECT, WANDB_MODE=offline, apply).
 """
@@ -20,9 +22,8 @@ from typing import Callable
 import numpy as np
 
 from scorefiles import confusion_figure
-from utils import CsvLogger, UserError, check_writable_dir, optional_import
+from utils import CsvLogger, optional_import
 
-from .run_dir import TENSORBOARD_DIR
 
 
 @dataclass
@@ -47,6 +48,9 @@ class Logger:
     def epoch(self, record: EpochRecord) -> None:
         pass
 
+    def step(self, step: int, values: dict[str, float]) -> None:
+        """--print-freq's numbers of one training step (``step`` counts from the run's start)."""
+
     def test_pass(self, epoch: int, tag: str, confusion) -> None:
         """``confusion``: the test pass's confusion-matrix figure (matplotlib), None unless
         ``draws_figures``; the caller closes it."""
@@ -69,8 +73,9 @@ class CsvBackend(Logger):
     def epoch(self, record: EpochRecord) -> None:
         self.train.log({"epoch": record.epoch, **{k: round(v, 5) for k, v in record.train.items()},
                         "lr": record.lr, "seconds": round(record.seconds, 1)})
-        self.selection.log({"epoch": record.epoch, "loss": round(record.test["loss"], 5),
-                            **{k: round(record.test[k], 3) for k in ("top1", "top5", "frame_top1")}})
+        if record.test:  # an epoch with a test pass (--val-interval)
+            self.selection.log({"epoch": record.epoch, "loss": round(record.test["loss"], 5),
+                                **{k: round(record.test[k], 3) for k in ("top1", "top5", "frame_top1", "mean_class")}})
 
 
 class TensorBoardBackend(Logger):
@@ -79,14 +84,7 @@ class TensorBoardBackend(Logger):
         optional_import("tensorboard", "--logger tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
-        folder = output_dir / TENSORBOARD_DIR
-        try:  # before training: a folder that cannot take the events is one message
-            folder.mkdir(exist_ok=True)
-        except OSError as err:
-            raise UserError(f"cannot use {folder} for --logger tensorboard: {err.strerror or err}\n  fix: remove "
-                            f"what is there, or drop tensorboard from --logger") from None
-        check_writable_dir(folder, "the TensorBoard folder")
-        self.writer = SummaryWriter(str(folder), purge_step=purge_from)
+        self.writer = SummaryWriter(str(output_dir), purge_step=purge_from)  # the run folder: the run's name
 
     def _write(self, log: Callable[[], None]) -> None:
         """One write of events; a failed one (a full disk) stops TensorBoard logging with a warning,
@@ -111,6 +109,12 @@ class TensorBoardBackend(Logger):
             self.writer.add_scalar("speed/samples_per_s", record.samples_per_second, record.epoch)
             self.writer.add_scalar("speed/data_wait_share", record.data_wait, record.epoch)
             self.writer.add_scalar("speed/epoch_seconds", record.seconds, record.epoch)
+        self._write(log)
+
+    def step(self, step: int, values: dict[str, float]) -> None:
+        def log() -> None:
+            for name in ("loss", "lr", "samples_per_s"):
+                self.writer.add_scalar(f"train_step/{name}", values[name], step)
         self._write(log)
 
     draws_figures = True
@@ -162,6 +166,10 @@ class Loggers(Logger):
     def epoch(self, record: EpochRecord) -> None:
         for backend in self.backends:
             backend.epoch(record)
+
+    def step(self, step: int, values: dict[str, float]) -> None:
+        for backend in self.backends:
+            backend.step(step, values)
 
     def test_pass(self, epoch: int, tag: str, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
         """A test pass's video scores: its confusion matrix, drawn once for every backend that

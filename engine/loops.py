@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -106,9 +107,11 @@ class Context:
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, ctx: Context, epoch: int, meters: Meters,
-                    nan_check_every: int = 10, timing: EpochTiming | None = None) -> tuple[Meters, int]:
+                    nan_check_every: int = 10, timing: EpochTiming | None = None,
+                    report: Callable[[int, int, dict], None] | None = None, report_every: int = 0) -> tuple[Meters, int]:
     """Train until the loader ends or a stop is requested; returns (meters, steps done), and
-    adds the time spent to ``timing``.
+    adds the time spent to ``timing``. Every ``report_every`` steps ``report(step, steps in the
+    epoch, {loss, lr, samples_per_s, eta_seconds})`` gets this process's recent numbers.
 
     Items are [B, S, C, H, W]: S samples of each video (--segments frames or stacks) whose logits
     are averaged before the loss (segment consensus)."""
@@ -140,6 +143,13 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         steps += 1
         if steps % nan_check_every == 0:
             _check_finite(sums[0], epoch, steps)
+        if report is not None and report_every and steps % report_every == 0:
+            seconds = time.perf_counter() - started
+            rate = new_samples / seconds if seconds > 0 else 0.0
+            remaining = (len(loader) - steps) * seconds / steps if hasattr(loader, "__len__") else 0.0
+            report(steps, len(loader) if hasattr(loader, "__len__") else steps,
+                   {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate,
+                    "eta_seconds": remaining})
         if _should_stop(ctx, steps, nan_check_every):
             _check_finite(sums[0], epoch, steps)
             break
@@ -228,4 +238,13 @@ def evaluate(model: nn.Module, loader, ctx: Context, num_videos: int, num_classe
     c1, c5 = topk_correct(scores, labels)
     loss = nn.functional.cross_entropy((scores / frames_per_video).float(), labels).item()
     return {"scores": scores, "top1": 100 * c1.item() / num_videos, "top5": 100 * c5.item() / num_videos,
-            "loss": loss, "frame_top1": 100 * frame_correct.item() / (num_videos * frames_per_video)}
+            "loss": loss, "frame_top1": 100 * frame_correct.item() / (num_videos * frames_per_video),
+            "mean_class": mean_class_accuracy(scores, labels)}
+
+
+def mean_class_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """The top-1 of each class that has videos, averaged over those classes (%): what UCF101's
+    and HMDB51's papers also report beside the videos' top-1."""
+    right = scores.argmax(1) == labels
+    per_class = [right[labels == c].double().mean() for c in labels.unique()]
+    return 100 * torch.stack(per_class).mean().item()

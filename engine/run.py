@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from dataloader import IndexedVideo, build_loader
 from models import base_lr
@@ -25,7 +26,7 @@ from .run_dir import OutputFolder, plot_curves, write_run_record, write_scores
 from .state import Data, Training
 from .stream import Stream
 
-SELECTION_METRICS = ("loss", "top1", "top5", "frame_top1")  # what the loggers get of a test pass
+SELECTION_METRICS = ("loss", "top1", "top5", "frame_top1", "mean_class")  # what the loggers get of a test pass
 
 
 def run(args: argparse.Namespace, stream: Stream) -> dict | None:
@@ -138,7 +139,8 @@ def _evaluate_only(args, stream: Stream, world: World, output_dir: Path, data: D
     if world.is_main:
         path = write_scores(args, output_dir, stream, data.test_videos, result)
         print(f"{stream.name} test: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-              f"loss {result['loss']:.4f}  frame top-1 {result['frame_top1']:.2f}%  "
+              f"mean class {result['mean_class']:.2f}%  loss {result['loss']:.4f}  "
+              f"frame top-1 {result['frame_top1']:.2f}%  "
               f"({len(data.test_videos)} videos)\nscores written to {path}")
     return result
 
@@ -196,31 +198,50 @@ def _epochs(args, stream: Stream, world: World, output_dir: Path, data: Data, t:
         done_before = t.samples_done
         timing = EpochTiming()
         meters, steps = train_one_epoch(t.model, train_loader, t.criterion, t.optimizer, t.scaler, t.ctx, epoch,
-                                        t.meters, timing=timing)
+                                        t.meters, timing=timing, report=_step_reporter(args, world, epoch, loggers),
+                                        report_every=args.print_freq)
         epoch_samples = done_before + steps * args.batch_size * world.size
         if t.ctx.stop.requested:
             raise stop_now(epoch, epoch_samples, meters, f"after {epoch_samples} training samples")
         lr = base_lr(t.optimizer)  # the rate this epoch trained with
-        result = _test_pass(args, world, data, t, select_videos, select_loader, loggers, epoch + 1, desc=selection)
-        if result is None:  # the training part is kept: the resumed run only redoes this evaluation
-            raise stop_now(epoch, train_loader.sampler.epoch_samples, meters, "during its evaluation")
+        passed = None  # this epoch's test pass: every --val-interval epochs and after the last
+        if (epoch + 1) % args.val_interval == 0 or epoch + 1 == args.epochs:
+            passed = _test_pass(args, world, data, t, select_videos, select_loader, loggers, epoch + 1, desc=selection)
+            if passed is None:  # the training part is kept: the resumed run only redoes this evaluation
+                raise stop_now(epoch, train_loader.sampler.epoch_samples, meters, "during its evaluation")
+            result = passed
         train_metrics = meters.result()
-        if args.lr_scheduler == "plateau":
-            t.scheduler.step(result["loss"])
-        else:
+        if args.lr_scheduler != "plateau":
             t.scheduler.step()
-        is_best = result["top1"] > t.best_top1
-        t.best_top1 = max(t.best_top1, result["top1"])
+        elif passed is not None:
+            t.scheduler.step(passed["loss"])
+        is_best = passed is not None and passed["top1"] > t.best_top1
+        t.best_top1 = max(t.best_top1, passed["top1"]) if passed is not None else t.best_top1
         t.samples_done, t.meters = 0, Meters()
         if world.is_main:
-            record = EpochRecord(epoch + 1, train_metrics, selection, {k: result[k] for k in SELECTION_METRICS}, lr,
-                                 time.time() - started, timing.samples_per_second, timing.data_wait)
-            _end_of_epoch(args, stream, output_dir, data, t, record, result, is_best, loggers)
+            tested = {k: passed[k] for k in SELECTION_METRICS} if passed is not None else {}
+            record = EpochRecord(epoch + 1, train_metrics, selection, tested, lr, time.time() - started,
+                                 timing.samples_per_second, timing.data_wait)
+            _end_of_epoch(args, stream, output_dir, data, t, record, passed, is_best, loggers)
     return result
 
 
+def _step_reporter(args, world: World, epoch: int, loggers: Loggers):
+    """--print-freq: a line every N steps (torchvision's references' MetricLogger), and the
+    loggers' per-step scalars; None when off or on a process that does not log."""
+    if not args.print_freq or not world.is_main:
+        return None
+
+    def report(step: int, steps: int, values: dict) -> None:
+        eta = int(values["eta_seconds"])
+        tqdm.write(f"epoch {epoch + 1} [{step}/{steps}] loss {values['loss']:.4f} lr {values['lr']:.2e} "
+                   f"{values['samples_per_s']:.1f} samples/s eta {eta // 60}:{eta % 60:02d}")
+        loggers.step(epoch * steps + step, values)
+    return report
+
+
 def _end_of_epoch(args, stream: Stream, output_dir: Path, data: Data, t: Training, record: EpochRecord,
-                  result: dict, is_best: bool, loggers: Loggers) -> None:
+                  result: dict | None, is_best: bool, loggers: Loggers) -> None:
     """Rank 0 after an epoch: the loggers, checkpoints, the score file of a new best, curves, a line."""
     loggers.epoch(record)
     state = checkpoint_state(args, stream, data, t, record.epoch, 0, t.meters)
@@ -230,11 +251,12 @@ def _end_of_epoch(args, stream: Stream, output_dir: Path, data: Data, t: Trainin
         if record.selection == "test":
             write_scores(args, output_dir, stream, data.test_videos, result)
     plot_curves(output_dir, stream.name, record.selection)
+    tested = (f" | {record.selection} loss {result['loss']:.4f} top-1 {result['top1']:.2f}% top-5 "
+              f"{result['top5']:.2f}% mean class {result['mean_class']:.2f}%{' (best)' if is_best else ''}"
+              if result is not None else "")
     print(f"epoch {record.epoch}/{args.epochs}: train loss {record.train['loss']:.4f} top-1 "
-          f"{record.train['top1']:.2f}% | {record.selection} loss {result['loss']:.4f} top-1 "
-          f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%{' (best)' if is_best else ''} "
-          f"| lr {record.lr:.2e} | {record.seconds:.0f}s, {record.samples_per_second:.1f} samples/s, "
-          f"{100 * record.data_wait:.0f}% waiting for data", flush=True)
+          f"{record.train['top1']:.2f}%{tested} | lr {record.lr:.2e} | {record.seconds:.0f}s, "
+          f"{record.samples_per_second:.1f} samples/s, {100 * record.data_wait:.0f}% waiting for data", flush=True)
 
 
 def _final_test(args, stream: Stream, world: World, output_dir: Path, data: Data, t: Training,
@@ -252,5 +274,5 @@ def _final_test(args, stream: Stream, world: World, output_dir: Path, data: Data
     if world.is_main:
         write_scores(args, output_dir, stream, data.test_videos, result)
         print(f"{stream.name} test (model of epoch {best['epoch']}, chosen on validation): top-1 "
-              f"{result['top1']:.2f}% top-5 {result['top5']:.2f}%")
+              f"{result['top1']:.2f}% top-5 {result['top5']:.2f}% mean class {result['mean_class']:.2f}%")
     return result

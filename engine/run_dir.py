@@ -13,7 +13,8 @@ from .stream import Stream
 
 
 RUN_FILES = ("checkpoint.pth.tar", "model_best.pth.tar", "train.csv", "test.csv", "val.csv")
-TENSORBOARD_DIR = "tensorboard"  # --logger tensorboard's event files
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # --logger tensorboard's files, in the run folder: the run's name
+LEGACY_TENSORBOARD_DIR = "tensorboard"  # where runs before that kept them
 
 
 class OutputFolder:
@@ -31,7 +32,8 @@ class OutputFolder:
         check_writable_dir(path, "--output-dir")
         self._lock = hold_lock(path, ".lock", "run", "--output-dir")
         remove_stale_temporaries(path)
-        held = [name for name in (*RUN_FILES, TENSORBOARD_DIR, score_file) if (path / name).exists()]
+        held = [name for name in (*RUN_FILES, LEGACY_TENSORBOARD_DIR, score_file) if (path / name).exists()]
+        held += sorted(p.name for p in path.glob(TENSORBOARD_EVENTS))[:1]
         if held and not resume and not overwrite:
             self.close()
             raise UserError(f"{path} holds a previous run ({', '.join(held)})\n  fix: continue it with --resume "
@@ -41,7 +43,9 @@ class OutputFolder:
             for name in RUN_FILES:
                 if name.endswith(".csv"):
                     (path / name).unlink(missing_ok=True)
-            shutil.rmtree(path / TENSORBOARD_DIR, ignore_errors=True)
+            shutil.rmtree(path / LEGACY_TENSORBOARD_DIR, ignore_errors=True)
+            for events in path.glob(TENSORBOARD_EVENTS):
+                events.unlink()
 
     def close(self) -> None:
         if not self._lock.closed:

@@ -527,3 +527,12 @@ def test_every_run_folder_records_its_settings_and_config_starts_a_run_from_them
     (tmp_path / "edited.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match="values no flag takes: arch 'resnet9000'"):
         spatial_cnn.parse_args(["--config", str(tmp_path / "edited.json")])
+
+
+def test_a_log_of_another_version_takes_the_new_column_without_misaligning(tmp_path):
+    from utils import CsvLogger
+    path = tmp_path / "test.csv"
+    path.write_text("epoch,loss,top1\n1,0.5,50.0\n")  # written before mean_class existed
+    CsvLogger(path).log({"epoch": 2, "loss": 0.4, "top1": 60.0, "mean_class": 55.0})
+    assert CsvLogger(path).read() == [{"epoch": "1", "loss": "0.5", "top1": "50.0", "mean_class": ""},
+                                      {"epoch": "2", "loss": "0.4", "top1": "60.0", "mean_class": "55.0"}]

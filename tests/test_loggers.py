@@ -34,7 +34,7 @@ def events(folder):
 def test_tensorboard_holds_each_epochs_scalars_confusion_and_hparams(data, tmp_path):
     out = tmp_path / "run"
     result = spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "3"))
-    board = events(out / "tensorboard")
+    board = events(out)
     tags = board.Tags()
     assert SCALARS <= set(tags["scalars"])
     for tag in SCALARS:
@@ -61,26 +61,26 @@ def test_a_resumed_run_continues_the_event_file_without_repeating_epochs(data, t
     shutil.copy(out / "checkpoint.pth.tar", tmp_path / "epoch2.pth.tar")
     spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "3",
                                   "--resume", str(out / "checkpoint.pth.tar")))
-    assert [e.step for e in events(out / "tensorboard").Scalars("train/loss")] == [1, 2, 3]
+    assert [e.step for e in events(out).Scalars("train/loss")] == [1, 2, 3]
     # resumed again from epoch 2: epoch 3 is logged anew, not twice
     spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "3",
                                   "--resume", str(tmp_path / "epoch2.pth.tar")))
-    assert [e.step for e in events(out / "tensorboard").Scalars("train/loss")] == [1, 2, 3]
+    assert [e.step for e in events(out).Scalars("train/loss")] == [1, 2, 3]
     # --evaluate logs its test pass's confusion matrix and drops nothing
     spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--evaluate",
                                   "--resume", str(out / "model_best.pth.tar")))
-    board = events(out / "tensorboard")
+    board = events(out)
     assert [e.step for e in board.Scalars("train/loss")] == [1, 2, 3]
     assert len((out / "train.csv").read_text().splitlines()) == 4
     # --overwrite starts the events afresh
     spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "1", "--overwrite"))
-    assert [e.step for e in events(out / "tensorboard").Scalars("train/loss")] == [1]
+    assert [e.step for e in events(out).Scalars("train/loss")] == [1]
 
 
 def test_without_the_flag_only_csv_and_a_missing_backend_says_how_to_install_it(data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     spatial_cnn.main(spatial_args(data, out, "--epochs", "1"))
-    assert not (out / "tensorboard").exists() and (out / "train.csv").is_file()
+    assert not list(out.glob("events.out.tfevents.*")) and (out / "train.csv").is_file()
     assert spatial_cnn.parse_args(["--logger", "wandb,tensorboard"]).logger == ["csv", "tensorboard", "wandb"]
     with pytest.raises(SystemExit):
         spatial_cnn.parse_args(["--logger", "csv,mlflow"])
@@ -148,14 +148,8 @@ def test_wandb_receives_the_same_numbers_through_its_api(data, tmp_path, monkeyp
     assert calls["summary"]["top1"] == result["top1"] and calls["finished"]
 
 
-def test_a_tensorboard_folder_that_cannot_take_events_is_one_message_or_a_warning(data, tmp_path, capsys, monkeypatch):
+def test_a_disk_that_fills_stops_tensorboard_with_a_warning_not_the_run(data, tmp_path, capsys, monkeypatch):
     pytest.importorskip("tensorboard")
-    out = tmp_path / "file"
-    out.mkdir()
-    (out / "tensorboard").write_text("a file where the events go")
-    with pytest.raises(UserError, match="cannot use .*tensorboard for --logger tensorboard"):
-        spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "1", "--overwrite"))
-    # a disk that fills during training: TensorBoard stops with a warning, the run and its CSV go on
     from torch.utils.tensorboard import SummaryWriter
 
     def full(self, *args, **kwargs):
@@ -166,3 +160,21 @@ def test_a_tensorboard_folder_that_cannot_take_events_is_one_message_or_a_warnin
     assert "TensorBoard logging stopped, its events cannot be written (No space left on device)" in \
         capsys.readouterr().out
     assert (out / "checkpoint.pth.tar").exists() and len((out / "train.csv").read_text().splitlines()) == 3
+
+
+def test_runs_are_named_after_their_folder_with_per_step_scalars_and_mean_class_accuracy(data, tmp_path, capsys):
+    """``tensorboard --logdir record`` shows a run as ``spatial`` (its events are in the run
+    folder); --print-freq adds a line and per-step scalars; the test passes log the mean class
+    accuracy beside top-1/top-5 (CSV too); --val-interval 2 tests after epochs 2 and 3 only."""
+    out = tmp_path / "spatial"
+    spatial_cnn.main(spatial_args(data, out, "--logger", "tensorboard", "--epochs", "3", "--print-freq", "1",
+                                  "--val-interval", "2"))
+    assert list(out.glob("events.out.tfevents.*")) and not (out / "tensorboard").exists()
+    board = events(out)
+    assert board.Scalars("train_step/loss") and board.Scalars("train_step/lr")
+    assert [e.step for e in board.Scalars("test/top1")] == [2, 3]
+    assert [e.step for e in board.Scalars("train/loss")] == [1, 2, 3]
+    rows = (out / "test.csv").read_text().splitlines()
+    assert rows[0].split(",") == ["epoch", "loss", "top1", "top5", "frame_top1", "mean_class"] and len(rows) == 3
+    log = capsys.readouterr()
+    assert "epoch 1 [1/" in log.out + log.err and "mean class" in log.out
