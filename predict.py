@@ -8,13 +8,14 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from dataloader.video import VIDEO_EXTENSIONS, find_videos
 from guards import check_io
 from inference.outputs import annotate_video, plot_timeline, print_segments, write_csv
 from inference.predictor import (MAX_WINDOW_INPUTS, Predictor, StreamModel, check_args, get_args_parser,  # noqa: F401
-                                 load_streams, predict_video)
+                                 load_streams, predict_video)  # (re-exported: predict.Predictor, ...)
 from inference.scorer import FlowFunction, load_stream  # noqa: F401 (predict.FlowFunction, .load_stream)
 from inference.windows import plan_windows, segments  # noqa: F401
 from utils import UserError, atomic_write, check_writable_dir, check_writable_file, run_cli

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from pathlib import Path
 
 from guards import FRAME_FILES, INPUT, OUTPUT, add_path, check_io
 from utils import HelpFormatter, UserError, atomic_write, run_cli
