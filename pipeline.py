@@ -393,12 +393,15 @@ def training_commands(args: argparse.Namespace, training_flags: list[str], out: 
 
 
 def check_training_flags(streams: dict[str, list[str]]) -> None:
-    """Parse each training command as its script will (flags, their values, their bounds)."""
+    """Parse each training command as its script will (flags, their values, their bounds) and
+    make sure its --pretrained weights can be had."""
     import motion_cnn
     import spatial_cnn
+    from models import ensure_pretrained
 
     for name, module in (("spatial", spatial_cnn), ("motion", motion_cnn)):
-        module.parse_args(streams[name][1:])
+        args = module.parse_args(streams[name][1:])
+        ensure_pretrained(args.arch, args.pretrained)  # offline without the weights: now, not after the frames
 
 
 def run_stages(args: argparse.Namespace, training_flags: list[str], out: Path, streams: dict[str, list[str]]) -> int:

@@ -112,6 +112,25 @@ def imagenet_state_dict(arch: str, name: str = "imagenet") -> dict[str, torch.Te
             f"  or train from scratch with --pretrained none") from None
 
 
+def ensure_pretrained(arch: str, pretrained: str) -> None:
+    """Make sure --pretrained can be had now, before hours of other work: torchvision's ImageNet
+    weights from its cache (fetched now if missing), a zoo preset or URL in torch.hub's cache
+    (likewise), a local file that exists; else the loaders' own message with its fix."""
+    from .zoo import resolve_weights
+
+    if pretrained == "none":
+        return
+    if pretrained in IMAGENET_WEIGHTS:
+        weights = imagenet_weights(arch, pretrained)
+        if not (Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]).is_file():
+            imagenet_state_dict(arch, pretrained)
+        return
+    path = Path(resolve_weights(pretrained))
+    if not path.is_file():
+        raise UserError(f"--pretrained {pretrained}: no such file\n  fix: pass imagenet, none, a zoo preset or the "
+                        f"path of a state dict or checkpoint")
+
+
 def load_torch_file(path: str | Path, what: str, fix: str) -> object:
     """torch.load a file safely (weights_only) to the CPU; a missing or unreadable file is a
     UserError that names it, says what was expected (``what``) and how to fix it."""

@@ -349,3 +349,24 @@ def test_the_readme_s_own_videos_command_runs_from_another_folder(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert (tmp_path / "runs" / "mine" / "fusion.json").is_file() and "fusion top-1" in proc.stdout
+
+
+def test_pipeline_refuses_pretrained_weights_it_cannot_have_before_any_stage(tmp_path, monkeypatch):
+    """Offline without the ImageNet weights in torchvision's cache, or a --pretrained file that is
+    not there: one message before any frame is written."""
+    import pipeline as pipeline_module
+    import torch
+
+    from utils import UserError
+    make_demo_data(tmp_path / "data", seed=2, frames=4, videos_per_class=2)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    for pretrained, message in (("imagenet", "could not load the ImageNet weights"),
+                                (str(tmp_path / "missing.pth"), "missing.pth: no such file")):
+        with pytest.raises(UserError, match=message):
+            pipeline_module.main([str(tmp_path / "data" / "videos"), str(tmp_path / "out"), "--arch", "resnet18",
+                                  "--pretrained", pretrained])
+        assert not (tmp_path / "out" / "frames").exists()
