@@ -151,17 +151,18 @@ def bound(name: str) -> Bound:
     return BOUNDS[name]
 
 
-def value_problems(values: Mapping[str, object], names: Iterable[str] | None = None) -> list[str]:
+def value_problems(values: Mapping[str, object], names: Iterable[str] | None = None,
+                   bounds: Mapping[str, Bound] = BOUNDS) -> list[str]:
     """What is wrong with the values of ``values`` (a checkpoint's settings, a record) whose names
-    have a bound (all of them, or ``names``): lists element by element; None means "the default"
-    and passes."""
+    have a bound in ``bounds`` (all of them, or ``names``): lists element by element; None means
+    "the default" and passes."""
     problems = []
-    for name in sorted(BOUNDS.keys() & values.keys()) if names is None else names:
+    for name in sorted(bounds.keys() & values.keys()) if names is None else names:
         value = values.get(name)
-        if value is None or name not in BOUNDS:
+        if value is None or name not in bounds:
             continue
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            problem = BOUNDS[name].problem(item)
+            problem = bounds[name].problem(item)
             if problem:
                 problems.append(f"{name} {problem}")
                 break
@@ -171,15 +172,7 @@ def value_problems(values: Mapping[str, object], names: Iterable[str] | None = N
 def check_options(parser: argparse.ArgumentParser, values: Mapping[str, object]) -> None:
     """Values set on a parsed namespace by code rather than by the command line (a library's
     keyword arguments) against the bounds of the parser's options of those names."""
-    types = {a.dest: a.type for a in parser._actions if isinstance(a.type, Bound)}
-    problems = []
-    for name, value in values.items():
-        if name in types and value is not None:
-            for item in value if isinstance(value, (list, tuple)) else [value]:
-                problem = types[name].problem(item)
-                if problem:
-                    problems.append(f"{name}: {problem}")
-                    break
+    problems = value_problems(values, bounds={a.dest: a.type for a in parser._actions if isinstance(a.type, Bound)})
     if problems:
         raise UserError("; ".join(problems))
 

@@ -521,7 +521,7 @@ def test_every_run_folder_records_its_settings_and_config_starts_a_run_from_them
         (0.03, "tsn", 3, str(data.data_root), 4)  # the record's, but the flag given
     record["settings"]["lr"] = float("nan")
     (tmp_path / "edited.json").write_text(json.dumps(record))
-    with pytest.raises(UserError, match="--config .*edited.json: lr: nan is not finite"):
+    with pytest.raises(UserError, match="--config .*edited.json: lr nan is not finite"):
         spatial_cnn.parse_args(["--config", str(tmp_path / "edited.json")])
     record["settings"]["lr"], record["settings"]["arch"] = 0.01, "resnet9000"
     (tmp_path / "edited.json").write_text(json.dumps(record))
