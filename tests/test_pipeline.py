@@ -77,14 +77,18 @@ def test_a_rerun_redoes_what_changed_and_says_why(tmp_path):
     assert "frames (again: the videos changed" in log and "spatial (again: an earlier stage was redone)" in log
     assert "v_RedUp_g09_c01" in (out / "splits" / "trainlist01.txt").read_text() + \
         (out / "splits" / "testlist01.txt").read_text()
-    assert "--overwrite" in log.split("== [4/7] spatial")[1].split("\n")[1]  # trained afresh, not resumed
+    spatial = log.split("== [4/7] spatial")[1]
+    command = next(line for line in spatial.splitlines() if line.startswith("$ "))
+    assert "--overwrite" in command  # trained afresh, not resumed ...
+    assert "kept as" in spatial and (out / "spatial.replaced-1" / "checkpoint.pth.tar").is_file()  # ... beside the old
     # nothing changed: every stage skipped
     log = run_to_end(videos, out, "--epochs", "1")
     assert all(f"{s}: done in an earlier run, skipped" in log for s in ("splits", "frames", "flow", "spatial"))
-    # a changed flag: the training stages and what follows them, not the preprocessing
+    # more epochs: the training stages go on from their checkpoints, the preprocessing stays
     log = run_to_end(videos, out, "--epochs", "2")
-    assert "frames: done in an earlier run, skipped" in log and "spatial (again: its flags changed)" in log
-    assert len((out / "spatial" / "train.csv").read_text().splitlines()) == 3  # 2 epochs, a fresh log
+    assert "frames: done in an earlier run, skipped" in log and "spatial (again: --epochs changed)" in log
+    assert len((out / "spatial" / "train.csv").read_text().splitlines()) == 3  # epoch 1, then epoch 2
+    assert not (out / "spatial.replaced-2").exists()
     # a removed video: dropped from the splits and so from the results
     (videos / "RedUp" / "v_RedUp_g09_c01.avi").unlink()
     log = run_to_end(videos, out, "--epochs", "2")

@@ -54,7 +54,11 @@ def claim(out_dir: Path, name: str):
         lock.truncate()
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
         lock.flush()
-        yield
+        try:
+            yield
+        finally:  # the holder is named only while it holds the claim
+            lock.seek(0)
+            lock.truncate()
 
 
 def _stamp_path(out_dir: Path, name: str) -> Path:
