@@ -95,7 +95,8 @@ def fuse(args: argparse.Namespace) -> dict:
         if not sep or not name or not path or name in paths or name == "fusion":
             raise UserError(f"--stream wants NAME=PATH with a new name, got {item!r}")
         paths[name] = path
-    check_io(get_args_parser(), args, inputs={f"--stream {name}={path}": path for name, path in paths.items()})
+    check_io(get_args_parser(), args, inputs={f"--stream {name}={path}": path for name, path in paths.items()
+                                              if name not in ("spatial", "motion")})
     infos = {name: load_score_info(path) for name, path in paths.items()}
     check_streams(infos, paths)
     weights = args.weights or default_fusion_weights({n: info.get("recipe") for n, info in infos.items()})

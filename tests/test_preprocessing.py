@@ -363,3 +363,14 @@ def test_a_video_claimed_by_a_stopped_process_names_it(extracted, tmp_path, caps
     assert extract_frames.main(frames_args(tmp_path / "videos", out)) == 0
     thread.join()
     assert f"v_Move_g01_c01: waiting for pid {os.getpid()} on" in capsys.readouterr().err
+
+
+def test_a_stamp_written_before_content_hashes_still_holds_until_the_video_changes():
+    from tools.jobs import stamps_match
+    old = {"video": {"bytes": 10, "mtime_ns": 5}, "size": [48, 64]}  # an earlier version's stamp
+    assert stamps_match(old, {"video": {"bytes": 10, "mtime_ns": 5, "sha256": "ab"}, "size": [48, 64]})
+    assert not stamps_match(old, {"video": {"bytes": 10, "mtime_ns": 6, "sha256": "ab"}, "size": [48, 64]})
+    assert not stamps_match(old, {"video": {"bytes": 10, "mtime_ns": 5, "sha256": "ab"}, "size": [32, 40]})
+    hashed = {"video": {"bytes": 10, "mtime_ns": 5, "sha256": "ab"}}
+    assert stamps_match(hashed, {"video": {"bytes": 10, "mtime_ns": 9, "sha256": "ab"}})  # touched only
+    assert not stamps_match(hashed, {"video": {"bytes": 10, "mtime_ns": 5, "sha256": "cd"}})
