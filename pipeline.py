@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.split_dir or args.train_list:  # a given split is read now: a bad list costs no frames
         load_split(args.split_dir or DEFAULT_SPLIT_DIR, args.split, args.split_format, args.train_list, args.test_list,
                    args.class_names, args.allow_absolute_paths)
+    check_passed_flags(training_flags)
     streams = training_commands(args, training_flags, out, split_dir_of(args, out))
     check_training_flags(streams)  # a misspelled flag fails now, not after hours of frames and flow
     lock = lock_out_dir(out)
@@ -390,6 +391,20 @@ def training_commands(args: argparse.Namespace, training_flags: list[str], out: 
                         *common],
             "motion": ["motion_cnn.py", "--flow-root", str(out / "flow"), "--output-dir", str(out / "motion"),
                        *common]}
+
+
+# what the pipeline itself gives each training script: passed on by a user, they would make both
+# streams write one folder or read the other's data
+PIPELINE_SETS = ("--output-dir", "--data-root", "--flow-root", "--resume", "--evaluate", "--overwrite", "--config")
+
+
+def check_passed_flags(training_flags: list[str]) -> None:
+    """Refuse, among the flags passed on to the training scripts, those the pipeline sets itself."""
+    taken = sorted({flag.split("=", 1)[0] for flag in training_flags if flag.split("=", 1)[0] in PIPELINE_SETS})
+    if taken:
+        raise UserError(f"pipeline.py sets {', '.join(taken)} of each training script itself (OUT_DIR/spatial, "
+                        f"OUT_DIR/frames, ...)\n  fix: drop {' '.join(taken)}; run spatial_cnn.py / motion_cnn.py "
+                        f"yourself for another layout")
 
 
 def check_training_flags(streams: dict[str, list[str]]) -> None:

@@ -374,3 +374,13 @@ def test_pipeline_refuses_pretrained_weights_it_cannot_have_before_any_stage(tmp
             pipeline_module.main([str(tmp_path / "data" / "videos"), str(tmp_path / "out"), "--arch", "resnet18",
                                   "--pretrained", pretrained])
         assert not (tmp_path / "out" / "frames").exists()
+
+
+def test_flags_the_pipeline_sets_itself_are_refused_when_passed_on(tmp_path):
+    import pipeline as pipeline_module
+    from utils import UserError
+    (tmp_path / "videos" / "A").mkdir(parents=True)
+    for flag in (["--output-dir", str(tmp_path / "one")], ["--data-root=x"], ["--resume"]):
+        with pytest.raises(UserError, match=f"pipeline.py sets {flag[0].split('=')[0]} of each training script"):
+            pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out"), *flag])
+    assert not (tmp_path / "out").exists()
