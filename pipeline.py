@@ -369,9 +369,12 @@ def main(argv: list[str] | None = None) -> int:
                    args.class_names, args.allow_absolute_paths)
     check_passed_flags(training_flags)
     streams = training_commands(args, training_flags, out, split_dir_of(args, out))
-    check_training_flags(streams)  # a misspelled flag fails now, not after hours of frames and flow
+    parsed = check_training_flags(streams)  # a misspelled flag fails now, not after hours of frames and flow
     lock = lock_out_dir(out)
     try:
+        from models import ensure_pretrained
+        for stream_args in parsed:  # offline without the weights: now, not after the frames
+            ensure_pretrained(stream_args.arch, stream_args.pretrained)
         return run_stages(args, training_flags, out, streams)
     finally:
         lock.close()
@@ -407,16 +410,13 @@ def check_passed_flags(training_flags: list[str]) -> None:
                         f"yourself for another layout")
 
 
-def check_training_flags(streams: dict[str, list[str]]) -> None:
-    """Parse each training command as its script will (flags, their values, their bounds) and
-    make sure its --pretrained weights can be had."""
+def check_training_flags(streams: dict[str, list[str]]) -> list[argparse.Namespace]:
+    """Each training command parsed as its script will parse it (flags, their values, their
+    bounds)."""
     import motion_cnn
     import spatial_cnn
-    from models import ensure_pretrained
 
-    for name, module in (("spatial", spatial_cnn), ("motion", motion_cnn)):
-        args = module.parse_args(streams[name][1:])
-        ensure_pretrained(args.arch, args.pretrained)  # offline without the weights: now, not after the frames
+    return [module.parse_args(streams[name][1:]) for name, module in (("spatial", spatial_cnn), ("motion", motion_cnn))]
 
 
 def run_stages(args: argparse.Namespace, training_flags: list[str], out: Path, streams: dict[str, list[str]]) -> int:

@@ -18,20 +18,36 @@ TRAIN = ["--arch", "resnet18", "--pretrained", "none", "--input-size", "40", "--
          "--lr-scheduler", "cosine", "--epochs", "4", "--test-frames", "3", "--device", "cpu"]
 
 
-def pipeline(videos: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
+def pipeline(videos: Path | str, out: Path | str, *extra: str, cwd: Path = ROOT, **popen) -> subprocess.Popen:
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, "pipeline.py", str(videos), str(out), "--size", "48", "64",
+    return subprocess.Popen([sys.executable, str(ROOT / "pipeline.py"), str(videos), str(out), "--size", "48", "64",
                              "--flow-method", "farneback", "--workers", "1", "--test-fraction", "0.34", *TRAIN, *extra],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, **popen)
+
+
+def readme_own_videos_command() -> list[str]:
+    """The README's first 'Your own videos' command, as a user copies it."""
+    import shlex
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Your own videos", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return shlex.split(block.strip().splitlines()[0].split("#", 1)[0])
 
 
 @pytest.mark.slow
 def test_pipeline_runs_to_a_fusion_table_and_resumes_after_a_kill(tmp_path):
+    """A new user's walk: the README's own-videos command as written (relative paths, from their
+    own folder; tiny models and sizes appended) on class folders of generated videos, killed
+    during the motion training and run again."""
+    command = readme_own_videos_command()
+    assert command[:4] == ["python", "pipeline.py", "my_videos/", "runs/mine"]
     make_demo_data(tmp_path / "data", seed=2, frames=16, videos_per_class=3)  # class folders of videos
-    videos, out = tmp_path / "data" / "videos", tmp_path / "out"
+    shutil.move(tmp_path / "data" / "videos", tmp_path / "my_videos")
+    out = tmp_path / "runs" / "mine"
 
-    first = pipeline(videos, out)
+    def pipeline_here():
+        return pipeline(command[2], command[3], *command[4:], cwd=tmp_path)
+    first = pipeline_here()
     checkpoint = out / "motion" / "checkpoint.pth.tar"
     deadline = time.time() + 240
     while not checkpoint.exists() and first.poll() is None and time.time() < deadline:
@@ -41,7 +57,7 @@ def test_pipeline_runs_to_a_fusion_table_and_resumes_after_a_kill(tmp_path):
     first.wait()
     assert not (out / "fusion.json").exists()
 
-    second = pipeline(videos, out)
+    second = pipeline_here()
     log, _ = second.communicate(timeout=300)
     assert second.returncode == 0, log[-3000:]
     for stage in ("splits", "frames", "flow", "spatial"):
@@ -51,7 +67,7 @@ def test_pipeline_runs_to_a_fusion_table_and_resumes_after_a_kill(tmp_path):
     assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]  # each epoch once
     assert "fusion" in log and (out / "fusion.json").exists() and (out / "splits" / "classInd.txt").exists()
 
-    third = pipeline(videos, out)  # everything done: only the fusion table again
+    third = pipeline_here()  # everything done: only the fusion table again
     log, _ = third.communicate(timeout=120)
     assert third.returncode == 0 and "motion: done in an earlier run, skipped" in log and "fusion top-1" in log
 
@@ -104,7 +120,7 @@ def test_a_second_pipeline_on_one_out_dir_is_refused_at_once(tmp_path):
     lock = pipeline_module.lock_out_dir(tmp_path / "out")
     try:
         with pytest.raises(UserError, match=f"in use by another pipeline \\(pid {os.getpid()}"):
-            pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out")])
+            pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out"), "--pretrained", "none"])
     finally:
         lock.close()
     (tmp_path / "file").write_text("")
@@ -331,28 +347,9 @@ def test_the_out_dir_lock_is_held_while_the_stages_run(tmp_path, monkeypatch):
         during.append(out)
         return 0
     monkeypatch.setattr(pipeline_module, "run_stages", stages)
-    assert pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out")]) == 0
+    assert pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out"), "--pretrained", "none"]) == 0
     assert during == [(tmp_path / "out").resolve()]
     pipeline_module.lock_out_dir(tmp_path / "out").close()  # and released after them
-
-
-@pytest.mark.slow
-def test_the_readme_s_own_videos_command_runs_from_another_folder(tmp_path):
-    """A new user's walk: the README's first 'Your own videos' command, as written (relative paths),
-    from their own folder, on tiny generated videos (tiny models and sizes appended)."""
-    import shlex
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("## Your own videos", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    command = shlex.split(block.strip().splitlines()[0].split("#", 1)[0])
-    assert command[:2] == ["python", "pipeline.py"] and command[2] == "my_videos/"
-    make_demo_data(tmp_path / "data", seed=2, frames=16, videos_per_class=3)
-    shutil.move(tmp_path / "data" / "videos", tmp_path / "my_videos")
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, str(ROOT / command[1]), *command[2:], "--size", "48", "64", "--flow-method",
-                           "farneback", "--workers", "1", "--test-fraction", "0.34", *TRAIN], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert (tmp_path / "runs" / "mine" / "fusion.json").is_file() and "fusion top-1" in proc.stdout
 
 
 def test_pipeline_refuses_pretrained_weights_it_cannot_have_before_any_stage(tmp_path, monkeypatch):
