@@ -440,8 +440,12 @@ def run_stages(args: argparse.Namespace, training_flags: list[str], out: Path, s
         drop_short_videos(split_dir, out / "frames", stack_length(training_flags) + 1)
     stage.run("flow", ["tools/compute_flow.py", str(out / "frames"), str(out / "flow"), "--method",
                        args.flow_method, *workers], output=out / "flow")
+    prepared, trained = stage.previous, []
     for name, command in streams.items():  # afresh when new or changed, else on from the checkpoint
+        stage.previous = prepared  # each stream follows the preprocessing, not the other stream
         stage.run(name, command, output=out / name, training=True, fresh=["--overwrite"], resume=["--resume", "auto"])
+        trained.append(stage.previous)
+    stage.previous = hashlib.sha256("".join(trained).encode()).hexdigest()
     stage.run("evaluate", *[[*command, "--evaluate", "--resume", str(out / name / "model_best.pth.tar")]
                             for name, command in streams.items()])
     stage.run("fusion", ["average_fusion.py", "--spatial", str(out / "spatial" / "spatial_video_preds.pickle"),
