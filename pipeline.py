@@ -121,7 +121,8 @@ class Stage:
         return {"hash": hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), "parts": parts}
 
     def _written(self, name: str) -> dict | None | str:
-        """The finished stage's fingerprint; 'legacy' for a marker from before fingerprints."""
+        """The finished stage's fingerprint; 'legacy' for a marker from before fingerprints (one
+        from before speed flags were left out, without 'resumable', is also run again as going on)."""
         try:
             written = json.loads(self.marker(name).read_text() or "null")
         except (OSError, ValueError):
@@ -153,8 +154,8 @@ class Stage:
         written = self._written(name)
         if isinstance(written, dict) and written.get("hash") == now["hash"]:
             return None, "skip"
-        if written == "legacy":
-            return "made by an older pipeline, checked again", "resume"
+        if written == "legacy" or (isinstance(written, dict) and "resumable" not in written.get("parts", {})):
+            return "made by an older pipeline, checked again", "resume"  # its tools redo only what is missing
         if self._started(name) == now["hash"]:
             return "interrupted, going on", "resume"
         if written is None and self._started(name) is None:

@@ -273,6 +273,14 @@ def test_a_marker_from_before_fingerprints_runs_its_stage_again(tmp_path, monkey
     stage = pipeline_module.Stage(tmp_path, restart=False)
     stage.run("frames", ["tools/extract_frames.py", "V", "F"], videos={"A/new.avi": [1, "x"]}, output=tmp_path / "f")
     assert calls and calls[0][1][-1] == "F"
+    # the previous version's fingerprints (speed flags in, videos by time): gone on with, nothing moved aside
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "frame").write_text("finished")
+    (tmp_path / ".stage-frames.done").write_text('{"hash": "x", "parts": {"commands": [["--workers", "2"]]}}')
+    calls.clear()
+    stage = pipeline_module.Stage(tmp_path, restart=False)
+    stage.run("frames", ["tools/extract_frames.py", "V", "F"], videos={"A/new.avi": [1, "x"]}, output=tmp_path / "f")
+    assert calls and (tmp_path / "f" / "frame").exists() and not (tmp_path / "f.replaced-1").exists()
 
 
 def test_touching_a_video_changes_nothing_but_new_content_does(tmp_path):
