@@ -99,13 +99,8 @@ def test_a_rerun_redoes_what_changed_and_says_why(tmp_path):
     command = next(line for line in spatial.splitlines() if line.startswith("$ "))
     assert "--overwrite" in command  # trained afresh, not resumed ...
     assert "kept as" in spatial and (out / "spatial.replaced-1" / "checkpoint.pth.tar").is_file()  # ... beside the old
-    # more epochs: the training stages go on from their checkpoints, the preprocessing stays
-    # (nothing changed, every stage skipped: test_pipeline_runs_to_a_fusion_table_and_resumes_after_a_kill)
-    log = run_to_end(videos, out, "--epochs", "2")
-    assert "frames: done in an earlier run, skipped" in log and "spatial (again: --epochs changed)" in log
-    assert "motion (again: --epochs changed)\n" in log  # not "an earlier stage was redone": the streams are apart
-    assert len((out / "spatial" / "train.csv").read_text().splitlines()) == 3  # epoch 1, then epoch 2
-    assert not (out / "spatial.replaced-2").exists()
+    # nothing changed, every stage skipped: test_pipeline_runs_to_a_fusion_table_and_resumes_after_a_kill;
+    # more epochs resume both streams: test_more_epochs_resume_both_streams_and_leave_the_preprocessing
 
 
 def test_a_second_pipeline_on_one_out_dir_is_refused_at_once(tmp_path):
@@ -384,3 +379,37 @@ def test_flags_the_pipeline_sets_itself_are_refused_when_passed_on(tmp_path):
         with pytest.raises(UserError, match=f"pipeline.py sets {flag[0].split('=')[0]} of each training script"):
             pipeline_module.main([str(tmp_path / "videos"), str(tmp_path / "out"), *flag])
     assert not (tmp_path / "out").exists()
+
+
+def test_more_epochs_resume_both_streams_and_leave_the_preprocessing(tmp_path, monkeypatch):
+    """The stages as run_stages chains them: each stream follows the preprocessing, not the
+    other stream, so more --epochs resume both (spatial's new fingerprint must not make motion
+    start afresh)."""
+    import json
+
+    import pipeline as pipeline_module
+    calls: list[tuple[str, list[str]]] = []
+
+    def record(name, command):
+        calls.append((name, command))
+        if command[0] == "average_fusion.py":
+            (tmp_path / "out" / "fusion.json").write_text(json.dumps({"fusion": {"top1": 0.0}, "videos": 1}))
+    monkeypatch.setattr(pipeline_module.Stage, "_call", staticmethod(record))
+    (tmp_path / "videos" / "A").mkdir(parents=True)
+    (tmp_path / "videos" / "A" / "v_A_g01_c01.avi").write_bytes(b"video")
+    (tmp_path / "split").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def run(epochs: str) -> list[tuple[str, list[str]]]:
+        calls.clear()
+        args, flags = pipeline_module.get_args_parser().parse_known_args(
+            [str(tmp_path / "videos"), str(out), "--split-dir", str(tmp_path / "split"), "--epochs", epochs])
+        streams = pipeline_module.training_commands(args, flags, out, tmp_path / "split")
+        pipeline_module.run_stages(args, flags, out, streams)
+        return list(calls)
+    assert [name for name, _ in run("1")] == ["frames", "flow", "spatial", "motion", "evaluate", "evaluate", "fusion"]
+    again = run("2")
+    assert [name for name, _ in again] == ["spatial", "motion", "evaluate", "evaluate", "fusion"]
+    assert all(command[-2:] == ["--resume", "auto"] for name, command in again if name in ("spatial", "motion"))
+    assert not (tmp_path / "out" / "motion.replaced-1").exists()
