@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from dataloader.video import VideoReader, read_ahead
 from flow.storage import CPU_METHODS
-from guards import INPUT, MAX_TEST_FRAMES, OUTPUT, VIDEO_FILES, add_path, bound, check_options, frame_size
+from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_options, frame_size
 from models.zoo import resolve_weights
 from scorefiles import check_fusion_weights, default_fusion_weights
 from utils import HelpFormatter, UserError, check_writable_file, default_workers
@@ -178,21 +178,13 @@ def check_args(args: argparse.Namespace) -> None:
     """Every refusal before any model is loaded or video read."""
     if not args.spatial and not args.motion:
         raise UserError("give --spatial CKPT, --motion CKPT or both")
-    if not 0 <= args.jpeg_quality <= 100 or args.topk < 1 or args.bound <= 0:
-        raise UserError("--jpeg-quality must be 0..100, --topk at least 1 and --bound positive")
+    # each number alone is bounded by its flag's type (and Predictor's options by check_options)
     if args.size is not None:
         frame_size(args.size)
     if args.stride is not None and args.window is None:
         raise UserError("--stride needs --window (the window length in seconds)")
-    if args.window is not None:
-        args.stride = args.window if args.stride is None else args.stride
-        if not (args.window > 0 and args.stride > 0):
-            raise UserError(f"--window and --stride must be positive seconds, got --window {args.window} "
-                            f"--stride {args.stride}")
-    if args.window_frames is not None and args.window_frames < 1:
-        raise UserError("--window-frames must be at least 1")
-    if args.window_frames is not None and args.window_frames > MAX_TEST_FRAMES:
-        raise UserError(f"--window-frames {args.window_frames}: at most {MAX_TEST_FRAMES} test positions a window")
+    if args.window is not None and args.stride is None:
+        args.stride = args.window
     if (args.csv or args.min_score or args.plot) and not args.window:
         raise UserError("--csv, --min-score and --plot describe windows: give --window SECONDS")
     if args.weights is not None:
