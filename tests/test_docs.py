@@ -200,3 +200,12 @@ def test_every_figure_in_the_readme_names_where_it_comes_from():
         figures = FIGURE.findall(re.sub(r"`[^`]*`", "", paragraph))
         context = paragraph + (paragraphs[i - 1] if paragraph.lstrip().startswith("|") else "")
         assert not figures or SOURCE.search(context), f"README.md: {figures} with no source in:\n{paragraph}"
+
+
+def test_the_tests_reliability_md_names_exist():
+    """docs/reliability.md says which test holds each guarantee: every test it names is there."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    defined = set(re.findall(r"^def (test_\w+)", "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py")),
+                             flags=re.M))
+    named = {name for name in re.findall(r"\btest_\w+", text) if not (ROOT / "tests" / f"{name}.py").exists()}
+    assert named and named <= defined, sorted(named - defined)
