@@ -187,7 +187,8 @@ def check_values(values: Mapping[str, object], where: str, names: Iterable[str] 
 
 # --- inside the root -------------------------------------------------------------------------------
 
-def _is_absolute(item: str) -> bool:
+def is_absolute(item: str) -> bool:
+    """A POSIX, UNC or Windows drive path."""
     return item.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", item) is not None
 
 
@@ -197,7 +198,7 @@ def inside_root(item: str, where: str, allow_absolute: bool = False, error: type
     no name at all, or an absolute path (unless ``allow_absolute``) is an ``error`` naming
     ``where`` (file:line)."""
     parts = [part for part in item.split("/") if part not in ("", ".")]
-    absolute = _is_absolute(item)
+    absolute = is_absolute(item)
     if ".." in re.split(r"[/\\]", item) or not parts or (absolute and not allow_absolute):
         raise error(f"{where}: {item!r} leaves the data root (an absolute path, '..' or no name)\n"
                     f"  fix: write paths relative to the folder the command is given"

@@ -3,15 +3,12 @@
 class names from ``--class-names`` (one a line) or the first path component."""
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
+from guards import is_absolute
+
 from .records import GROUP_RE, Split, SplitError, VideoRecord, inside_list_root, list_lines, plain_list_name
-
-
-def _is_absolute(item: str) -> bool:
-    return item.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", item) is not None
 
 
 def _read_mmaction_list(path: Path, allow_absolute: bool = False) -> list[tuple[int, str, int, int | None]]:
@@ -44,7 +41,7 @@ def read_mmaction(train_list: Path, test_list: Path, class_names: Path | None = 
     lists = {what: (path, _read_mmaction_list(path, allow_absolute))
              for what, path in (("train", train_list), ("test", test_list))}
     absolute = next(((path, lineno) for path, rows in lists.values() for lineno, item, _, _ in rows
-                     if _is_absolute(item)), None)
+                     if is_absolute(item)), None)
     if absolute and class_names is None:
         raise SplitError(f"{absolute[0]}:{absolute[1]}: an absolute path names no class (its first folder is "
                          f"outside the data root)\n  fix: pass --class-names FILE (one name a line, in label order)")

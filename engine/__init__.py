@@ -17,8 +17,9 @@ module only from those above it; none but this file imports ``run``):
 - ``run``: the orchestration: evaluate only, or the epoch loop
 """
 from .checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_SETTINGS, FIXED_SETTINGS, LEGACY_SETTINGS, PUBLISHED_KEYS,
-                          apply_checkpoint_settings, check_compatible, check_finite_weights, check_record_shapes,
-                          check_stored_settings, load_checkpoint, model_name, publishable, save_checkpoint)
+                          apply_checkpoint_settings, check_compatible, check_complete, check_finite_weights,
+                          check_record_shapes, check_stored_settings, load_checkpoint, model_name, publishable,
+                          save_checkpoint)
 from .cli import (MAX_TEST_FRAMES, RECIPE_NAMES, apply_recipe, dataset_options, describe_recipes, get_args_parser,
                   parse_args)
 from .distributed import World, init_distributed, resolve_device
@@ -29,8 +30,9 @@ from .schedule import build_scheduler, restore_schedule, scheduled_lr
 from .stream import Stream
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_SETTINGS", "FIXED_SETTINGS", "LEGACY_SETTINGS", "PUBLISHED_KEYS",
-           "apply_checkpoint_settings", "check_compatible", "check_finite_weights", "check_record_shapes",
-           "check_stored_settings", "load_checkpoint", "model_name", "publishable", "save_checkpoint", "MAX_TEST_FRAMES",
+           "apply_checkpoint_settings", "check_compatible", "check_complete", "check_finite_weights",
+           "check_record_shapes", "check_stored_settings", "load_checkpoint", "model_name", "publishable",
+           "save_checkpoint", "MAX_TEST_FRAMES",
            "RECIPE_NAMES", "apply_recipe", "dataset_options", "describe_recipes", "get_args_parser",
            "parse_args", "World", "init_distributed", "resolve_device", "Context", "GracefulStop", "Meters", "evaluate",
            "topk_correct", "train_one_epoch", "EpochTiming", "run", "OutputFolder", "plot_curves", "build_scheduler",

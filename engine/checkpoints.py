@@ -67,6 +67,16 @@ def check_stored_settings(saved: dict, path: str | Path) -> None:
                         f"edited or damaged; use the file its training wrote")
 
 
+def check_complete(record: dict, path: str | Path, weights: bool = True) -> None:
+    """A record of this repo's format holds its stream, architecture, classes and input channels
+    (and, ``weights``, its model); else one message naming what it lacks."""
+    lacking = [key for key in ("stream", "arch", "num_classes", "in_channels", "model")[:5 if weights else 4]
+               if key not in record]
+    if lacking:
+        raise UserError(f"{path} lacks {', '.join(lacking)}: not a complete checkpoint of this repo\n"
+                        f"  fix: use the file spatial_cnn.py / motion_cnn.py wrote")
+
+
 def check_record_shapes(ckpt: dict, path: str | Path) -> None:
     """A checkpoint's record (input channels, classes) within its bounds and equal to its
     weights' shapes, checked before any model is built from it."""
@@ -183,10 +193,7 @@ def check_compatible(ckpt: dict, path: str | Path, stream: str, arch: str, in_ch
     message says what differs and which flag fixes it."""
     if ckpt.get("format") == CHECKPOINT_FORMAT:
         check_record_shapes(ckpt, path)
-        lacking = [key for key in ("stream", "arch", "in_channels", "num_classes", "model") if key not in ckpt]
-        if lacking:
-            raise UserError(f"{path} lacks {', '.join(lacking)}: not a complete checkpoint of this repo\n"
-                            f"  fix: use the file spatial_cnn.py / motion_cnn.py wrote")
+        check_complete(ckpt, path)
         if ckpt["stream"] != stream:
             raise UserError(f"{path} is a checkpoint of the {ckpt['stream']} stream; this is the {stream} "
                             f"stream\n  fix: use it with {ckpt['stream']}_cnn.py")

@@ -17,7 +17,7 @@ from PIL import Image
 from dataloader.splits import read_class_index
 from dataloader.transforms import (FLOW_MEAN, MultiCrop, flow_to_tensor, motion_normalizer, multicrop_scale_side,
                                    rgb_to_tensor, spatial_normalizer, test_view)
-from engine import CHECKPOINT_FORMAT, check_record_shapes, check_stored_settings, load_checkpoint
+from engine import CHECKPOINT_FORMAT, check_complete, check_record_shapes, check_stored_settings, load_checkpoint
 from flow.storage import flow_function, quantize
 from models import build_model
 from utils import UserError
@@ -70,11 +70,7 @@ def check_stream_record(record: dict, path: str, stream: str, class_ind: str | N
     if record.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} has no class names or settings (a reference-repo or bare checkpoint)\n"
                         f"  fix: use a checkpoint written by {stream}_cnn.py")
-    lacking = [key for key in ("stream", "arch", "num_classes", "in_channels", "model")[:5 if weights else 4]
-               if key not in record]
-    if lacking:
-        raise UserError(f"{path} lacks {', '.join(lacking)}: not a complete checkpoint of this repo\n"
-                        f"  fix: use the file spatial_cnn.py / motion_cnn.py wrote")
+    check_complete(record, path, weights)
     check_record_shapes(record, path)  # before any model is sized by it
     if record["stream"] != stream:
         raise UserError(f"{path} is a {'checkpoint' if weights else 'model'} of the {record['stream']} stream, "
