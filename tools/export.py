@@ -53,7 +53,8 @@ def main(args: argparse.Namespace) -> int:
     check_io(get_args_parser(), args)
     ckpt = load_checkpoint(args.checkpoint)  # read once: the default name and the export both need it
     out = Path(args.out) if args.out else default_out(ckpt, args.format)
-    check_io(get_args_parser(), args, outputs={f"--out {out}": out})
+    if not args.out:  # the name made from the checkpoint, compared as --out was
+        check_io(get_args_parser(), args, outputs={f"--out {out}": out})
     if not out.name.endswith(EXPORT_SUFFIXES[args.format]):
         raise UserError(f"--out {out}: a {args.format} file's name ends in {EXPORT_SUFFIXES[args.format]} "
                         f"(predict.py --backend tells the files apart by it)\n"
