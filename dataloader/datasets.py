@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from .index import IndexedVideo
 from .sampling import STACK_LENGTH, TEST_FRAMES, place_test_positions, segment_positions, stack_frames
 from .transforms import (TSN_SCALES, CropParams, fit_for_crop, flow_to_tensor, multiscale_crop_params,
-                         random_crop_params, read_image, rgb_to_tensor, test_view, train_crop)
+                         random_crop_params, rgb_to_tensor, test_view, train_crop)
 
 TRAIN_CROPS = ("random", "multiscale")
 
@@ -78,18 +78,32 @@ class SpatialDataset(_VideoDataset):
 
     def __getitem__(self, item):
         if not self.train:
-            v, position = self.test_items[item]
-            video = self.videos[v]
-            img = read_image(video.sources[0].path(position), "RGB")
-            frame = test_view(img, self.input_size, self.test_mode, self.test_scale_side)
-            return rgb_to_tensor([frame])[0], video.record.label, v
+            return self.__getitems__([item])[0]
         index, seed = item
         rng = random.Random(seed)
         video = self.videos[index]
         positions = segment_positions(video.frames, self.segments, rng, self.stack_length)
-        images = self._fit([read_image(video.sources[0].path(p), "RGB") for p in positions])
+        images = self._fit(video.sources[0].read(positions, "RGB"))
         params = self._crop_params(images[0].height, images[0].width, rng)
         return rgb_to_tensor([train_crop(img, self.input_size, params) for img in images]), video.record.label
+
+    def __getitems__(self, items: list) -> list:
+        """A batch of items; test positions of one video are read together (from a video file:
+        one seek and one forward pass for all of them)."""
+        if self.train:
+            return [self[item] for item in items]
+        wanted: dict[int, list[int]] = {}
+        for item in items:
+            v, position = self.test_items[item]
+            wanted.setdefault(v, []).append(position)
+        images = {v: dict(zip(positions, self.videos[v].sources[0].read(positions, "RGB")))
+                  for v, positions in wanted.items()}
+        out = []
+        for item in items:
+            v, position = self.test_items[item]
+            frame = test_view(images[v][position], self.input_size, self.test_mode, self.test_scale_side)
+            out.append((rgb_to_tensor([frame])[0], self.videos[v].record.label, v))
+        return out
 
 
 class MotionDataset(_VideoDataset):
@@ -105,8 +119,7 @@ class MotionDataset(_VideoDataset):
     def _read_stack(self, video: IndexedVideo, start: int):
         x_source, y_source = video.sources
         frames = stack_frames(start, self.stack_length, self.reference_order)
-        return ([read_image(x_source.path(i), "L") for i in frames],
-                [read_image(y_source.path(i), "L") for i in frames])
+        return x_source.read(frames, "L"), y_source.read(frames, "L")
 
     def __getitem__(self, item):
         if not self.train:

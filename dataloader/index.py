@@ -116,6 +116,19 @@ class FrameSource:
     def path(self, idx: int) -> str:
         return self.pattern.frame_path(self.root, self.folder, idx)
 
+    def read(self, positions: list[int], mode: str = "RGB") -> list:
+        """The frames at 1-based ``positions`` as PIL images ('RGB' or 'L')."""
+        from .transforms import read_image
+
+        return [read_image(self.path(p), mode) for p in positions]
+
+    def frame_shape(self) -> list[int]:
+        """[height, width] of the first frame as stored."""
+        from PIL import Image
+
+        with Image.open(self.path(1)) as image:
+            return [image.height, image.width]
+
 
 class FrameCounter:
     """Counts frames of one template under one root, with a CSV cache.
@@ -168,6 +181,9 @@ class FrameCounter:
             self._save_cache({**cache, **fresh})
         return result
 
+    def where(self, record: VideoRecord) -> str:
+        return f"folder not found ({Path(self.root) / self.pattern.folders(record)[0]})"
+
     def _scan(self, record: VideoRecord) -> FrameSource | None:
         for folder in self.pattern.folders(record):
             directory = os.path.join(self.root, folder)
@@ -193,7 +209,8 @@ class IndexedVideo:
     """A video of the split together with its frames on disk."""
 
     record: VideoRecord
-    sources: tuple[FrameSource, ...]  # (rgb,) for the spatial stream, (flow_x, flow_y) for motion
+    # (rgb,) for the spatial stream, (flow_x, flow_y) for motion; (VideoSource,) with --video-root
+    sources: tuple
 
     @property
     def frames(self) -> int:
@@ -201,31 +218,40 @@ class IndexedVideo:
         return min(s.frames for s in self.sources)
 
 
-def build_index(records: list[VideoRecord], roots_and_templates: list[tuple[str | Path, str]],
-                cache_dir: str | Path | None = None, min_frames: int = 1
+def build_index(records: list[VideoRecord], sources: list, cache_dir: str | Path | None = None, min_frames: int = 1
                 ) -> tuple[list[IndexedVideo], list[tuple[VideoRecord, str]]]:
-    """Find each record's frames under every (root, template) pair.
+    """Find each record's frames in every source: a (root, template) pair of frame files, or
+    video files (dataloader.video_index.VideoFiles).
 
     Returns (videos found with at least ``min_frames`` frames in every source, and
     [(record, why it is missing)] for the others)."""
-    per_source = [FrameCounter(root, template, cache_dir).count(records)
-                  for root, template in roots_and_templates]
+    counters = [source_counter(source, cache_dir) for source in sources]
+    per_source = [counter.count(records) for counter in counters]
     found, missing = [], []
     for record in records:
-        sources = tuple(counts[record.name] for counts in per_source)
-        absent = [i for i, s in enumerate(sources) if s is None]
+        sources_found = tuple(counts[record.name] for counts in per_source)
+        absent = [i for i, s in enumerate(sources_found) if s is None]
         if absent:
-            root, template = roots_and_templates[absent[0]]
-            what = _source_name(len(roots_and_templates), absent[0])
-            folder = FramePattern(template).folders(record)[0]
-            missing.append((record, f"{what} folder not found ({Path(root) / folder})"))
+            what = _source_name(len(sources), absent[0]) if isinstance(sources[absent[0]], tuple) else "video"
+            missing.append((record, f"{what} {counters[absent[0]].where(record)}"))
             continue
-        video = IndexedVideo(record, sources)
+        video = IndexedVideo(record, sources_found)
         if video.frames < min_frames:
             missing.append((record, f"{video.frames} frames, fewer than {min_frames}"))
         else:
             found.append(video)
     return found, missing
+
+
+def source_counter(source, cache_dir: str | Path | None = None):
+    """The counter of one source: FrameCounter for (root, template), the source's own otherwise."""
+    if isinstance(source, tuple):
+        return FrameCounter(*source, cache_dir)
+    return source.counter(cache_dir)
+
+
+def source_root(source) -> str:
+    return str(source[0] if isinstance(source, tuple) else source.root)
 
 
 def _source_name(count: int, i: int) -> str:
@@ -249,7 +275,7 @@ def check_missing(missing: list[tuple[VideoRecord, str]], total: int, what: str,
         return
     if hint and total == len(missing):
         raise UserError(f"{message}\n  {hint}")
-    raise UserError(f"{message}\n  fix: check --data-root/--flow-root and --layout, or pass "
+    raise UserError(f"{message}\n  fix: check --data-root/--flow-root/--video-root and --layout, or pass "
                     f"--allow-missing to skip them")
 
 
@@ -295,13 +321,13 @@ def stream_sources(stream: str, layout: FrameLayout, data_root: str | Path | Non
     return [(root, template) for _, root, template in roots]
 
 
-def index_videos(records: list[VideoRecord], what: str, sources: list[tuple[str | Path, str]],
+def index_videos(records: list[VideoRecord], what: str, sources: list,
                  cache_dir: str | Path | None = None, allow_missing: bool = False,
                  min_frames: int = 1, warn: bool = True, hint: str = "") -> list[IndexedVideo]:
     """Index the records of one list ('train', 'test') and report the ones without frames
     before anything starts; raises unless ``allow_missing``."""
     found, missing = build_index(records, sources, cache_dir, min_frames)
-    check_missing(missing, len(records), what, sorted({str(root) for root, _ in sources}), allow_missing, hint)
+    check_missing(missing, len(records), what, sorted({source_root(s) for s in sources}), allow_missing, hint)
     if warn:
         warn_uneven_flow(found, what)
         warn_listed_frames(found, what)

@@ -88,6 +88,15 @@ class _Guarded(Dataset):
         except UserError as err:
             return LoadFailure(str(err))
 
+    def __getitems__(self, items: list) -> list:
+        """A whole batch at once where the dataset reads batches (a video's test positions together)."""
+        if not hasattr(self.dataset, "__getitems__"):
+            return [self[item] for item in items]
+        try:
+            return self.dataset.__getitems__(items)
+        except UserError as err:
+            return [LoadFailure(str(err))]
+
 
 def _collate(batch: list):
     for sample in batch:

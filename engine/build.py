@@ -58,16 +58,15 @@ def build_data(args: argparse.Namespace, stream: Stream, world: World, output_di
 
 
 def stored_frame_size(videos) -> list[int] | None:
-    """[height, width] of the first video's first frame as stored: what predict.py must resize
-    videos to, to see what this model was trained on."""
-    from PIL import Image
+    """[height, width] of the first video's frames as stored (or as read from a video file):
+    what predict.py must resize videos to, to see what this model was trained on."""
+    from dataloader import FrameReadError
 
     if not videos:
         return None
     try:
-        with Image.open(videos[0].sources[0].path(1)) as image:
-            return [image.height, image.width]
-    except OSError:
+        return videos[0].sources[0].frame_shape()
+    except (OSError, FrameReadError):
         return None
 
 

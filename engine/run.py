@@ -95,6 +95,9 @@ def _load_resume_checkpoint(args: argparse.Namespace, world: World, stream: Stre
             args.output_dir = str(Path(args.resume).parent)
             taken.append(f"--output-dir {args.output_dir}")
         taken += apply_run_settings(args, saved)
+    if getattr(args, "video_root", None) and args.video_frame_size is None and ckpt.get("frame_size"):
+        args.video_frame_size = list(ckpt["frame_size"])  # videos read at the size the model was trained on
+        taken.append(f"--frame-size {' '.join(map(str, args.video_frame_size))}")
     if taken:
         log(world, f"settings from {args.resume}: {', '.join(taken)}")
     given = [f"--{name.replace('_', '-')}" for name in args.explicit if name in saved and name not in NOT_RESUMED
