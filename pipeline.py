@@ -3,14 +3,15 @@
     python pipeline.py VIDEO_DIR OUT_DIR [--split-dir DIR | --train-list F --test-list F]
                        [--split-format ucf101|hmdb51|mmaction] [--split 1] [--recipe reference|tsn]
                        [--size 256 340] [--flow-method tvl1] [--workers N] [--test-fraction 0.3]
-                       [--group-pattern REGEX] [--restart] [any flag of spatial_cnn.py/motion_cnn.py]
+                       [--group-pattern REGEX] [--no-frames] [--restart] [any flag of spatial_cnn.py/motion_cnn.py]
 
 Runs the project's own scripts one after the other: split lists (tools/make_splits.py, only
 when no split is given: VIDEO_DIR is then read as VIDEO_DIR/<class>/<video>), frames
 (tools/extract_frames.py), optical flow (tools/compute_flow.py), spatial and motion training
 (spatial_cnn.py, motion_cnn.py), their evaluation with the best checkpoints, and fusion
 (average_fusion.py). OUT_DIR receives splits/, frames/, flow/, spatial/, motion/, fusion.json
-and confusion.png. A stage that finished is skipped on the next run; an interrupted one is
+and confusion.png; with --no-frames no frames/: flow comes straight from the videos and the
+spatial stream reads the videos themselves. A stage that finished is skipped on the next run; an interrupted one is
 resumed (extraction and flow skip finished videos, training continues from its checkpoint).
 Flags the pipeline does not know go to both training scripts (e.g. --epochs 30 --arch resnet18).
 """
@@ -57,6 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     prep = p.add_argument_group("preprocessing")
     prep.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"), help="frame size")
     prep.add_argument("--flow-method", default="tvl1", help="tools/compute_flow.py --method")
+    prep.add_argument("--no-frames", action="store_true",
+                      help="write no RGB frames: flow is computed from the videos (compute_flow.py --from-videos) "
+                           "and the spatial stream reads them (spatial_cnn.py --video-root)")
     prep.add_argument("--workers", type=bound("processes"), default=None,
                       help="processes for extraction and flow, and the training scripts' loader workers")
     p.add_argument("--recipe", default="reference", choices=["reference", "tsn"], help="both streams' --recipe")
@@ -293,12 +297,14 @@ def stack_length(training_flags: list[str]) -> int:
     return 10
 
 
-def drop_short_videos(split_dir: Path, frames_dir: Path, min_frames: int) -> None:
-    """Take the videos with fewer than ``min_frames`` extracted frames out of the split lists the
-    pipeline made (a stack of L flow frames needs L + 1 frames), with a warning naming them."""
+def drop_short_videos(split_dir: Path, frames_dir: Path, min_frames: int, extra: int = 0) -> None:
+    """Take the videos with fewer than ``min_frames`` frames out of the split lists the pipeline
+    made (a stack of L flow frames needs L + 1 frames), with a warning naming them. Frames are
+    counted in ``frames_dir``'s folder of each video, plus ``extra`` (1 for flow x folders: n
+    frames give n - 1 flow frames)."""
     def frames_of(line: str) -> int:
         folder = frames_dir / Path(line.split()[0]).stem
-        return sum(1 for name in os.listdir(folder) if name.endswith(".jpg")) if folder.is_dir() else 0
+        return sum(1 for name in os.listdir(folder) if name.endswith(".jpg")) + extra if folder.is_dir() else 0
     dropped = set()
     for lists in sorted(split_dir.glob("t*list*.txt")):
         lines = lists.read_text().splitlines()
@@ -391,15 +397,17 @@ def training_commands(args: argparse.Namespace, training_flags: list[str], out: 
     """Each stream's training command (script and flags)."""
     workers = [] if args.workers is None else ["--workers", str(args.workers)]
     common = [*split_flags(args, split_dir), "--recipe", args.recipe, *workers, *training_flags]
-    return {"spatial": ["spatial_cnn.py", "--data-root", str(out / "frames"), "--output-dir", str(out / "spatial"),
-                        *common],
+    frames = (["--video-root", str(args.video_dir), "--frame-size", *map(str, args.size)] if args.no_frames
+              else ["--data-root", str(out / "frames")])
+    return {"spatial": ["spatial_cnn.py", *frames, "--output-dir", str(out / "spatial"), *common],
             "motion": ["motion_cnn.py", "--flow-root", str(out / "flow"), "--output-dir", str(out / "motion"),
                        *common]}
 
 
 # what the pipeline itself gives each training script: passed on by a user, they would make both
 # streams write one folder or read the other's data
-PIPELINE_SETS = ("--output-dir", "--data-root", "--flow-root", "--resume", "--evaluate", "--overwrite", "--config")
+PIPELINE_SETS = ("--output-dir", "--data-root", "--video-root", "--frame-size", "--flow-root", "--resume", "--evaluate",
+                 "--overwrite", "--config")
 
 
 def check_passed_flags(training_flags: list[str]) -> None:
@@ -435,12 +443,20 @@ def run_stages(args: argparse.Namespace, training_flags: list[str], out: Path, s
         extra = ["--group-pattern", args.group_pattern] if args.group_pattern else []
         stage.run("splits", ["tools/make_splits.py", str(args.video_dir), str(split_dir), "--test-fraction",
                              str(args.test_fraction), *extra], videos=videos, output=split_dir)
-    stage.run("frames", ["tools/extract_frames.py", str(args.video_dir), str(out / "frames"), "--size",
-                         *map(str, args.size), *workers], videos=videos, output=out / "frames")
-    if not given:  # the lists were made from the videos: drop those too short for the motion stream
-        drop_short_videos(split_dir, out / "frames", stack_length(training_flags) + 1)
-    stage.run("flow", ["tools/compute_flow.py", str(out / "frames"), str(out / "flow"), "--method",
-                       args.flow_method, *workers], output=out / "flow")
+    size = ["--size", *map(str, args.size)]
+    if args.no_frames:  # flow from the videos; the spatial stream reads them too
+        stage.skip("frames", "--no-frames")
+        stage.run("flow", ["tools/compute_flow.py", "--from-videos", str(args.video_dir), str(out / "flow"), *size,
+                           "--method", args.flow_method, *workers], videos=videos, output=out / "flow")
+        if not given:  # the lists were made from the videos: drop those too short for the motion stream
+            drop_short_videos(split_dir, out / "flow" / "u", stack_length(training_flags) + 1, extra=1)
+    else:
+        stage.run("frames", ["tools/extract_frames.py", str(args.video_dir), str(out / "frames"), *size, *workers],
+                  videos=videos, output=out / "frames")
+        if not given:
+            drop_short_videos(split_dir, out / "frames", stack_length(training_flags) + 1)
+        stage.run("flow", ["tools/compute_flow.py", str(out / "frames"), str(out / "flow"), "--method",
+                           args.flow_method, *workers], output=out / "flow")
     prepared, trained = stage.previous, []
     for name, command in streams.items():  # afresh when new or changed, else on from the checkpoint
         stage.previous = prepared  # each stream follows the preprocessing, not the other stream

@@ -3,10 +3,14 @@
     python tools/compute_flow.py FRAMES_DIR OUT_DIR [--method tvl1|farneback|tvl1-torch|raft]
                                  [--bound 20] [--workers N] [--quality 90] [--device cpu|cuda] [--batch N]
                                  [--shard K/N] [--check]
+    python tools/compute_flow.py --from-videos VIDEO_DIR OUT_DIR [--size 256 340] [...]
 
 FRAMES_DIR holds one folder of ``frame000001.jpg ...`` a video (tools/extract_frames.py's
 output). OUT_DIR receives ``u/<video>/frame000001.jpg`` (x) and ``v/<video>/...`` (y): n
-frames give n-1 flow frames, the layout the motion stream reads without conversion.
+frames give n-1 flow frames, the layout the motion stream reads without conversion. With ``--from-videos`` the first
+argument is a folder of videos, searched recursively as tools/extract_frames.py searches it:
+their frames are decoded (OpenCV's FFmpeg, as extract_frames decodes them) and resized to
+``--size`` in memory, and no RGB frame is written.
 
 Each component is clipped to [-bound, bound] pixels and mapped linearly to 0..255
 (value = (flow + bound) * 255 / (2 bound), rounded): 128 is no motion. Sign convention
@@ -37,10 +41,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flow.storage import CPU_METHODS, METHODS, flow_function, quantize, quantize_tensor  # noqa: E402
+from dataloader.video import VideoReader, find_videos  # noqa: E402
 from tools.extract_frames import FRAME_NAME  # noqa: E402
-from tools.jobs import (finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
+from tools.jobs import (file_stamp, finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
                         run_jobs, shard, shard_note, start_partial)
-from guards import FRAME_FILES, INPUT, OUTPUT, add_path, bound, check_io  # noqa: E402
+from guards import FRAME_FILES, INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, frame_size, plain_name  # noqa: E402
 from utils import HelpFormatter, UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
@@ -48,11 +53,25 @@ FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
 @dataclass(frozen=True)
 class FlowJob:
     name: str
-    frames_dir: str
+    frames_dir: str  # the video's frame folder, or its video file with --from-videos
     out_dir: str
     method: str
     bound: float
     quality: int
+    video: bool = False  # frames_dir is a video file, decoded and resized to size
+    size: tuple[int, int] | None = None
+
+    def frames(self, rgb: bool = False):
+        """The video's frames in order, grey (or RGB) uint8 arrays, one at a time."""
+        import cv2
+
+        if self.video:
+            reader = VideoReader(Path(self.frames_dir), self.size)
+            for _, _, frame in reader.frames():
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if rgb else cv2.COLOR_BGR2GRAY)
+            return
+        for path in frame_files(Path(self.frames_dir)):
+            yield (_read_rgb if rgb else _read_grey)(path)
 
 def frame_files(folder: Path) -> list[Path]:
     """The frames of a video folder in order; their numbers must run 1..n."""
@@ -66,7 +85,12 @@ def flow_stamp(job: FlowJob) -> dict:
     """What a video's flow is made from: its frames (their extraction stamp, or for frames made
     elsewhere the folder's modification time) and the flags."""
     frames = Path(job.frames_dir)
-    made_from = read_stamp(frames.parent, job.name) or {"folder_mtime_ns": frames.stat().st_mtime_ns}
+    if job.video:
+        known = (read_stamp(Path(job.out_dir), job.name) or {}).get("frames", {}).get("video")
+        made_from = {"video": file_stamp(job.frames_dir, known if isinstance(known, dict) else None),
+                     "size": list(job.size) if job.size else None}
+    else:
+        made_from = read_stamp(frames.parent, job.name) or {"folder_mtime_ns": frames.stat().st_mtime_ns}
     return {"frames": made_from, "method": job.method, "bound": job.bound, "quality": job.quality}
 
 
@@ -92,17 +116,14 @@ def compute(job: FlowJob) -> str | None:
 
     out = Path(job.out_dir)
     final_x, final_y = out / "u" / job.name, out / "v" / job.name
-    frames = frame_files(Path(job.frames_dir))
-    if len(frames) < 2:
-        return f"needs at least 2 frames, found {len(frames)}"
     flow_of = flow_function(job.method)
     tmp_x, tmp_y = start_partial(final_x), start_partial(final_y)
     params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
-    prev = _read_grey(frames[0])
-    for i, path in enumerate(frames[1:], start=1):
-        nxt = _read_grey(path)
+    frames = job.frames()
+    prev, i = next(frames, None), 0
+    for i, nxt in enumerate(frames, start=1):
         if nxt.shape != prev.shape:
-            return (f"{path.name} is {nxt.shape[1]}x{nxt.shape[0]}, "
+            return (f"frame {i + 1} is {nxt.shape[1]}x{nxt.shape[0]}, "
                     f"the video's frames are {prev.shape[1]}x{prev.shape[0]}")
         flow = flow_of(prev, nxt)
         name = FRAME_NAME.format(idx=i)
@@ -110,6 +131,10 @@ def compute(job: FlowJob) -> str | None:
                 and cv2.imwrite(str(tmp_y / name), quantize(flow[..., 1], job.bound), params)):
             return f"cannot write {tmp_x / name} (disk full or not writable); the video stays unfinished"
         prev = nxt
+    if i == 0:
+        shutil.rmtree(tmp_x)
+        shutil.rmtree(tmp_y)
+        return f"needs at least 2 frames, found {0 if prev is None else 1}"
     finish_partial(tmp_y, final_y)
     finish_partial(tmp_x, final_x)  # last: x present means the video is complete
     return None
@@ -123,19 +148,19 @@ def compute_on_device(job: FlowJob, estimator, device, batch: int, rgb: bool) ->
 
     out = Path(job.out_dir)
     final_x, final_y = out / "u" / job.name, out / "v" / job.name
-    frames = frame_files(Path(job.frames_dir))
-    if len(frames) < 2:
-        return f"needs at least 2 frames, found {len(frames)}"
     with ThreadPoolExecutor(4) as io:
-        images = list(io.map(_read_rgb if rgb else _read_grey, frames))
+        images = (list(job.frames(rgb)) if job.video
+                  else list(io.map(_read_rgb if rgb else _read_grey, frame_files(Path(job.frames_dir)))))
+        if len(images) < 2:
+            return f"needs at least 2 frames, found {len(images)}"
         if len({im.shape for im in images}) != 1:
             return "frames of different sizes"
         stack = torch.from_numpy(np.stack(images)).to(device)
         tmp_x, tmp_y = start_partial(final_x), start_partial(final_y)
         params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
         writes = []
-        for start in range(0, len(frames) - 1, batch):
-            end = min(start + batch, len(frames) - 1)
+        for start in range(0, len(images) - 1, batch):
+            end = min(start + batch, len(images) - 1)
             flow = quantize_tensor(estimator(stack[start:end], stack[start + 1:end + 1]), job.bound).cpu().numpy()
             for k in range(end - start):
                 name = FRAME_NAME.format(idx=start + k + 1)
@@ -185,8 +210,8 @@ def find_frame_folders(frames_dir: Path) -> dict[Path, int]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_path(p, "frames_dir", role=INPUT, folder=True, reads=FRAME_FILES, type=Path,
-             help="frame folders of tools/extract_frames.py")
+    add_path(p, "frames_dir", role=INPUT, folder=True, reads=FRAME_FILES + VIDEO_FILES, type=Path,
+             help="frame folders of tools/extract_frames.py (with --from-videos: a folder of videos)")
     add_path(p, "out_dir", role=OUTPUT, folder=True, type=Path, help="receives u/ and v/ (x and y flow)")
     cuda = _cuda_available()
     p.add_argument("--method", default="tvl1-torch" if cuda else "tvl1", choices=METHODS,
@@ -202,6 +227,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "with LOCAL_RANK's GPU, or a Slurm array's task id and count when set, else all)")
     p.add_argument("--check", action="store_true",
                    help="do nothing; list the videos whose flow is missing or incomplete (exit status 1 if any)")
+    p.add_argument("--from-videos", action="store_true",
+                   help="FRAMES_DIR is a folder of videos (searched recursively): decode them, no RGB frame written")
+    p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"),
+                   help="--from-videos: frames resized to this before the flow, as tools/extract_frames.py --size "
+                        "resizes them; 0 0 keeps the video's size")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="tvl1-torch: fuse with torch.compile (default on CUDA; on the CPU about 3x faster "
                         "after a compilation of about a minute)")
@@ -215,15 +245,7 @@ def main(args: argparse.Namespace) -> int:
     check_io(get_args_parser(), args)
     if args.method in CPU_METHODS:
         flow_function(args.method)  # fail early on a missing opencv-contrib
-    folders = find_frame_folders(args.frames_dir)
-    if not folders:
-        raise UserError(f"no frame folders (frame000001.jpg ...) under {args.frames_dir}")
-    short = [f.name for f, frames in folders.items() if frames < 2]
-    if short:  # no pair of frames: no flow, and nothing a rerun could change
-        print(f"warning: {len(short)} videos have a single frame, too short for flow, and are skipped: "
-              f"{', '.join(short[:5])}{' ...' if len(short) > 5 else ''}", file=sys.stderr)
-    jobs = [FlowJob(f.name, str(f), str(args.out_dir), args.method, args.bound, args.quality)
-            for f, frames in folders.items() if frames >= 2]
+    jobs = video_jobs(args) if args.from_videos else frame_jobs(args)
     if args.check:
         return report_check([(j.name, why) for j in jobs if (why := incomplete_flow(j)) is not None], len(jobs),
                             "flow")
@@ -242,10 +264,50 @@ def main(args: argparse.Namespace) -> int:
                                        f"{shard_note(k, n, len(jobs), total)}")
 
 
+def frame_jobs(args: argparse.Namespace) -> list[FlowJob]:
+    """One job a frame folder with at least 2 frames."""
+    folders = find_frame_folders(args.frames_dir)
+    if not folders:
+        raise UserError(f"no frame folders (frame000001.jpg ...) under {args.frames_dir}"
+                        + ("\n  fix: it holds videos: pass --from-videos" if _has_videos(args.frames_dir) else ""))
+    short = [f.name for f, frames in folders.items() if frames < 2]
+    if short:  # no pair of frames: no flow, and nothing a rerun could change
+        print(f"warning: {len(short)} videos have a single frame, too short for flow, and are skipped: "
+              f"{', '.join(short[:5])}{' ...' if len(short) > 5 else ''}", file=sys.stderr)
+    return [FlowJob(f.name, str(f), str(args.out_dir), args.method, args.bound, args.quality)
+            for f, frames in folders.items() if frames >= 2]
+
+
+def video_jobs(args: argparse.Namespace) -> list[FlowJob]:
+    """--from-videos: one job a video file, named by its stem as extract_frames names its folder."""
+    videos = find_videos(args.frames_dir)
+    if not videos:
+        raise UserError(f"no videos under {args.frames_dir}\n  fix: pass the folder of the videos, or drop "
+                        f"--from-videos for a folder of frame folders")
+    size = frame_size(args.size)
+    jobs = [FlowJob(plain_name(v.stem, str(v)), str(v), str(args.out_dir), args.method, args.bound, args.quality,
+                    video=True, size=size) for v in videos]
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"two videos have the same file name ({', '.join(twice[:3])}); flow folders are named after "
+                        f"it\n  fix: rename one of them")
+    return jobs
+
+
+def _has_videos(folder: Path) -> bool:
+    try:
+        return bool(find_videos(folder))
+    except UserError:
+        return False
+
+
 def incomplete_flow(job: FlowJob) -> str | None:
     """Why a video's flow is not complete (None if it is): a missing x or y folder, or not
     exactly frames 1..n-1 for its n frames."""
-    expected = list(range(1, len(frame_files(Path(job.frames_dir)))))
+    frames = (len(VideoReader(Path(job.frames_dir)).timestamps()) if job.video
+              else len(frame_files(Path(job.frames_dir))))
+    expected = list(range(1, frames))
     for part in ("u", "v"):
         folder = Path(job.out_dir) / part / job.name
         if not folder.is_dir():

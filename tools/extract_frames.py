@@ -79,6 +79,8 @@ def _decode(job: FrameJob, final: Path) -> str | None:
     tmp = start_partial(final)
     written, index = 0, 0
     params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
+    if job.quality == 100:  # the near-lossless setting keeps full colour resolution too (4:4:4)
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     try:
         while True:
             ok, frame = capture.read()
@@ -108,7 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=bound("every"), default=1, help="keep every N-th frame")
     p.add_argument("--size", type=bound("size"), nargs=2, default=[256, 340], metavar=("H", "W"),
                    help="output frame size; 0 0 keeps the video's size")
-    p.add_argument("--quality", type=bound("quality"), default=90, help="JPEG quality")
+    p.add_argument("--quality", type=bound("quality"), default=90,
+                   help="JPEG quality; 100 also keeps full colour resolution (4:4:4 chroma), nearly the decoded frames")
     p.add_argument("--workers", type=bound("processes"), default=default_workers() + 1,
                    help="processes, one video each")
     add_path(p, "--list", role=INPUT,
