@@ -1,11 +1,15 @@
-"""Loader benchmark: samples (videos) per second of the training loaders.
+"""Loader benchmark: samples (videos) per second of the loaders.
 
-Measures, in one run on generated JPEGs of realistic size, the project's spatial and motion
-training loaders (uint8 decode + crop in workers, normalisation as one batch op) and a plain
-re-implementation of the reference repo's per-image PIL/torchvision pipeline, for a few
-worker counts, and prints the ratio.
+``--source frames`` (the default) measures, in one run on generated JPEGs of realistic size, the
+project's spatial and motion training loaders (uint8 decode + crop in workers, normalisation as
+one batch op) and a plain re-implementation of the reference repo's per-image PIL/torchvision
+pipeline, for a few worker counts, and prints the ratio. ``--source videos`` measures the
+spatial stream's training and test loaders reading UCF101-like video files (--video-root)
+against the same loaders reading the frames tools/extract_frames.py made from those files, and
+prints the ratio videos / frames, with each decoder; also the disk each takes.
 
-    python benchmarks/bench_loader.py [--workers 1 2] [--batch-size 8] [--batches 30] [--data DIR]
+    python benchmarks/bench_loader.py [--source frames videos] [--workers 1 2] [--batch-size 8] [--batches 30]
+                                      [--data DIR]
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ from torchvision import transforms  # noqa: E402
 from dataloader import (LAYOUTS, MotionDataset, SpatialDataset, build_loader, index_videos, load_split,  # noqa: E402
                         motion_normalizer, spatial_normalizer, stream_sources)
 from dataloader.sampling import random_start  # noqa: E402
-from benchmarks.benchdata import make_bench_data, mean_jpeg_kb  # noqa: E402
+from dataloader.video_index import video_sources  # noqa: E402
+from benchmarks.benchdata import disk_usage, make_bench_data, make_bench_videos, mean_jpeg_kb  # noqa: E402
 from guards import OUTPUT, add_path, bound  # noqa: E402
 from utils import HelpFormatter  # noqa: E402
 
@@ -87,13 +92,72 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=bound("count"), default=32, help="videos of the generated data set")
     p.add_argument("--input-size", type=bound("input_size"), default=224, help="network input size")
     add_path(p, "--data", role=OUTPUT, folder=True, help="folder for the generated data (default: a temporary folder)")
+    p.add_argument("--source", nargs="+", choices=["frames", "videos"], default=["frames"],
+                   help="frames: the project's loaders against the reference's; videos: the spatial loaders from video "
+                        "files against the frames extracted from them")
+    p.add_argument("--gop", type=bound("count"), nargs="+", default=[12],
+                   help="--source videos: frames between key frames of the generated videos (one data set each)")
+    p.add_argument("--video-frames", type=bound("video_frames"), default=186,
+                   help="--source videos: frames of each generated video (UCF101's mean: 186)")
+    p.add_argument("--decoders", nargs="+", choices=["pyav", "opencv"], default=["pyav", "opencv"],
+                   help="--source videos: the decoders to measure")
     return p
 
 
 def main() -> None:
     args = get_args_parser().parse_args()
-
     root = Path(args.data or tempfile.mkdtemp(prefix="bench_loader_"))
+    torch.set_num_threads(1)
+    if "frames" in args.source:
+        against_reference(args, root)
+    if "videos" in args.source:
+        for gop in args.gop:
+            videos_against_frames(args, root / f"videos_gop{gop}", gop)
+
+
+def videos_against_frames(args: argparse.Namespace, root: Path, gop: int) -> None:
+    """The spatial training and test loaders on video files against the same loaders on the
+    frames extracted from those files (256x340, quality 90: tools/extract_frames.py's defaults)."""
+    from tools import extract_frames
+
+    split_dir, video_root = make_bench_videos(root, videos=args.videos, frames=args.video_frames, gop=gop)
+    frames_root = root / "frames"
+    if not (frames_root / ".complete").exists():
+        extract_frames.main(extract_frames.get_args_parser().parse_args([str(video_root), str(frames_root)]))
+        (frames_root / ".complete").touch()
+    (video_bytes, video_files), (frame_bytes, frame_files) = disk_usage(video_root), disk_usage(frames_root)
+    print(f"\ndata: {root}, {args.videos} videos of {args.video_frames} frames, 320x240 MPEG-4 AVI, a key frame every {gop} frames")
+    print(f"disk: videos {video_bytes / 2**20:.1f} MiB in {video_files} files; frames (256x340, q90) "
+          f"{frame_bytes / 2**20:.1f} MiB in {frame_files} files ({frame_bytes / video_bytes:.1f}x)")
+    split = load_split(split_dir, 1)
+    frames = index_videos(split.train, "train", stream_sources("spatial", LAYOUTS["ucf101"], data_root=frames_root))
+    by_decoder = {d: index_videos(split.train, "train", video_sources(video_root, d)) for d in args.decoders}
+    size, bs = args.input_size, args.batch_size
+    normalize = spatial_normalizer()
+    print(f"{'loader':8} {'workers':>7} {'frames':>8} " + " ".join(f"{d:>8}" for d in args.decoders)
+          + "  " + " ".join(f"{d + '/frames':>14}" for d in args.decoders) + "   (videos/s)")
+    for train in (True, False):
+        for workers in args.workers:
+            rates = []
+            for videos in [frames, *by_decoder.values()]:
+                dataset = SpatialDataset(videos, train, input_size=size, test_mode="full")
+                batch = bs if train else 19 * 2  # test: 2 videos of 19 positions a batch
+                loader = build_loader(dataset, batch, train=train, workers=workers)
+                rates.append(videos_per_s(loader, args.batches, train, normalize))
+                del loader
+            print(f"{'train' if train else 'test':8} {workers:7d} {rates[0]:8.1f} "
+                  + " ".join(f"{r:8.1f}" for r in rates[1:]) + "  "
+                  + " ".join(f"{r / rates[0]:14.2f}" for r in rates[1:]))
+
+
+def videos_per_s(loader, batches: int, train: bool, normalize) -> float:
+    """Training: samples (videos) a second; test: test videos (19 positions each) a second."""
+    rate = samples_per_s(loader, batches, normalize if train else None)
+    return rate if train else rate / 19
+
+
+def against_reference(args: argparse.Namespace, root: Path) -> None:
+    """The project's frame loaders against the reference repo's per-image pipeline."""
     split_dir, data_root, flow_root = make_bench_data(root, videos=args.videos)
     print(f"data: {root}  RGB {mean_jpeg_kb(data_root):.1f} KB/frame, flow {mean_jpeg_kb(flow_root):.1f} KB/frame")
     split = load_split(split_dir, 1)
@@ -107,7 +171,6 @@ def main() -> None:
         "motion": (MotionDataset(motion_videos, True, input_size=size), ReferenceMotion(motion_videos, size),
                    motion_normalizer(20)),
     }
-    torch.set_num_threads(1)
     print(f"{'stream':8} {'workers':>7} {'project':>10} {'reference':>10} {'ratio':>6}   (samples/s)")
     for stream, (ours, ref, normalize) in cases.items():
         for workers in args.workers:
@@ -139,9 +202,9 @@ def samples_per_s(loader, batches: int, normalize=None, warmup: int = 3) -> floa
         next(it)
     videos, start = 0, time.perf_counter()
     for _ in range(batches):
-        x, y = next(it)
+        x, y = next(it)[:2]
         if normalize is not None:
-            normalize(x.flatten(0, 1))
+            normalize(x.flatten(0, 1) if x.dim() == 5 else x)
         videos += len(y)
     return videos / (time.perf_counter() - start)
 

@@ -61,3 +61,51 @@ def mean_jpeg_kb(folder: Path, limit: int = 200) -> float:
 def _save(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, quality=90)
+
+
+def make_bench_videos(root: str | Path, videos: int = 24, frames: int = 186, size=(240, 320), classes: int = 4,
+                      gop: int = 12, bit_rate: int = 600_000, seed: int = 0) -> tuple[Path, Path]:
+    """UCF101-like video files under ``root``: MPEG-4 part 2 AVI (UCF101's XviD), 320x240, 186
+    frames (UCF101's mean), about 600 kbit/s, a key frame every ``gop`` frames, in class
+    folders, with UCF101 split lists (skipped when already there). Returns (split_dir, video_root)."""
+    import av
+
+    root = Path(root)
+    split_dir, video_root = root / "splits", root / "videos"
+    done = root / f".complete-{videos}-{frames}-{gop}"
+    names = [(f"C{v % classes}", f"v_C{v % classes}_g{v // classes + 1:02d}_c01") for v in range(videos)]
+    if not done.exists():
+        rng = np.random.default_rng(seed)
+        for cls, name in names:
+            base = _smooth(rng, size, 3, 12)
+            detail = _smooth(rng, size, 1, 64) - 128
+            (video_root / cls).mkdir(parents=True, exist_ok=True)
+            with av.open(str(video_root / cls / f"{name}.avi"), "w") as container:
+                stream = container.add_stream("mpeg4", rate=25)
+                stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
+                stream.codec_context.gop_size, stream.codec_context.bit_rate = gop, bit_rate
+                stream.codec_context.max_b_frames = 0
+                for i in range(frames):
+                    shift = np.roll(base, 3 * i, axis=1) + 0.25 * np.roll(detail, -2 * i, axis=0)
+                    image = np.clip(shift, 0, 255).astype(np.uint8)
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+        split_dir.mkdir(parents=True, exist_ok=True)
+        (split_dir / "classInd.txt").write_text("".join(f"{c + 1} C{c}\n" for c in range(classes)))
+        (split_dir / "trainlist01.txt").write_text("".join(f"{c}/{n}.avi {int(c[1:]) + 1}\n" for c, n in names))
+        (split_dir / "testlist01.txt").write_text("".join(f"{c}/{n}.avi\n" for c, n in names))
+        done.touch()
+    return split_dir, video_root
+
+
+def disk_usage(folder: Path) -> tuple[int, int]:
+    """(bytes, files) under ``folder``, not counting hidden bookkeeping (stamps, locks)."""
+    total, count = 0, 0
+    for dirpath, folders, files in os.walk(folder):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in (f for f in files if not f.startswith(".")):
+            total += os.path.getsize(os.path.join(dirpath, name))
+            count += 1
+    return total, count

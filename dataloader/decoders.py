@@ -178,7 +178,7 @@ def _pyav_open(path: str):
         container.close()
         raise VideoDecodeError(f"{path}: no video stream in it")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    stream.thread_count = 1  # parallel over videos (loader workers, the index's threads), not inside one
     return container, stream
 
 

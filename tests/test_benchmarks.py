@@ -24,11 +24,23 @@ def test_bench_loader_and_bench_train(tmp_path):
               "--batches", "2", "--videos", "6", "--input-size", "64")
     lines = [line.split() for line in out.splitlines() if line.startswith(("spatial", "motion"))]
     assert [line[0] for line in lines] == ["spatial", "motion"] and all(float(line[4]) > 0 for line in lines)
+    out = run("benchmarks/bench_loader.py", "--data", str(tmp_path), "--source", "videos", "--workers", "1",
+              "--batch-size", "2", "--batches", "2", "--videos", "4", "--video-frames", "30", "--input-size", "64",
+              "--decoders", "pyav")
+    rows = [line.split() for line in out.splitlines() if line.startswith(("train ", "test "))]
+    assert [row[0] for row in rows] == ["train", "test"] and all(len(row) == 5 and float(row[4]) > 0 for row in rows)
+    assert "disk: videos" in out
     out = run("benchmarks/bench_train.py", "--data", str(tmp_path), "--device", "cpu", "--input-size", "64",
               "--spatial-batch", "2", "--motion-batch", "2", "--test-batch", "8", "--steps", "1", "--workers", "1",
               "--ref-workers", "1", "--test-frames", "2")
     rows = [line.split() for line in out.splitlines() if line.startswith(("spatial ", "motion "))]
     assert [row[0] for row in rows] == ["spatial", "motion"] and all(len(row) == 13 for row in rows)
+
+
+def test_bench_disk():
+    out = run("benchmarks/bench_disk.py", "--generate", "--seconds", "1", "--size", "48", "64", "--workers", "1")
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("videos ", "frames ", "flow "))}
+    assert set(rows) == {"videos", "frames", "flow"} and int(rows["frames"][2]) == 30 and int(rows["flow"][5]) == 58
 
 
 def test_bench_flow():

@@ -85,6 +85,7 @@ COMMANDS: dict[str, Command] = {
     "tools/make_demo_data.py": Command("tools.make_demo_data"),
     "tools/make_splits.py": Command("tools.make_splits", _args_run("tools.make_splits"), values={"--group-pattern"}),
     "tools/publish_model.py": Command("tools.publish_model", _args_run("tools.publish_model"), values={"--name"}),
+    "benchmarks/bench_disk.py": Command("benchmarks.bench_disk", values={"--flow-method"}),  # writes a scratch folder
     "benchmarks/bench_export.py": Command("benchmarks.bench_export"),
     "benchmarks/bench_flow.py": Command("benchmarks.bench_flow"),
     "benchmarks/bench_loader.py": Command("benchmarks.bench_loader"),

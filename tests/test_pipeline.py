@@ -413,3 +413,19 @@ def test_more_epochs_resume_both_streams_and_leave_the_preprocessing(tmp_path, m
     assert [name for name, _ in again] == ["spatial", "motion", "evaluate", "evaluate", "fusion"]
     assert all(command[-2:] == ["--resume", "auto"] for name, command in again if name in ("spatial", "motion"))
     assert not (tmp_path / "out" / "motion.replaced-1").exists()
+
+
+@pytest.mark.slow
+def test_no_frames_pipeline_fuses_the_demo_videos_without_writing_a_frame(tmp_path):
+    import json
+
+    make_demo_data(tmp_path / "data", frames=24)
+    out = tmp_path / "out"
+    log = run_to_end(tmp_path / "data" / "videos", out, "--split-dir", str(tmp_path / "data" / "splits"),
+                     "--no-frames", "--batch-size", "8", "--epochs", "8", "--val-interval", "8")
+    assert "frames: --no-frames" in log and "--from-videos" in log and "--video-root" in log
+    assert not (out / "frames").exists()
+    written = {p.relative_to(out).parts[0] for p in out.rglob("*.jpg")}
+    assert written == {"flow"}  # flow images only: no RGB frame anywhere
+    report = json.loads((out / "fusion.json").read_text())
+    assert report["fusion"]["top1"] > max(report["spatial"]["top1"], report["motion"]["top1"])

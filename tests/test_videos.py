@@ -281,3 +281,20 @@ def test_flow_from_videos_matches_flow_from_their_frames(shapes, tmp_path):
     assert diff < 2.0  # the same motion, up to the frames' JPEG error
     assert flow("--from-videos", videos, tmp_path / "from_videos", "--size", "48", "64", "--check") == 0
     assert sorted(p.name for p in (tmp_path / "from_videos").iterdir() if not p.name.startswith(".")) == ["u", "v"]
+
+
+def test_a_decoder_that_cannot_load_is_one_message_with_the_fix(shapes, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_torchcodec(name, *args, **kwargs):
+        if name.startswith("torchcodec"):
+            raise ImportError("No module named 'torchcodec'")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", without_torchcodec)
+    with pytest.raises(UserError) as err:
+        spatial_cnn.main(spatial(shapes, tmp_path / "a", ["--video-root", str(shapes / "videos")], "--decoder",
+                                 "torchcodec", "--epochs", "1"))
+    assert "--decoder torchcodec cannot load" in str(err.value) and "apt-get install ffmpeg" in str(err.value)
+    assert "--decoder pyav" in str(err.value)
