@@ -138,8 +138,8 @@ class FrameCounter:
     or removed) triggers a recount of that folder only.
     """
 
-    def __init__(self, root: str | Path, template: str, cache_dir: str | Path | None = None):
-        self.root = str(Path(root).resolve())
+    def __init__(self, root: str | Path, template: str, cache_dir: str | Path | None = None, save: bool = True):
+        self.root, self.save = str(Path(root).resolve()), save
         self.pattern = FramePattern(template)
         self.cache_path = None
         if cache_dir is not None:
@@ -177,7 +177,7 @@ class FrameCounter:
                 mtime = os.stat(os.path.join(self.root, source.folder)).st_mtime_ns
                 fresh[record.name] = (source.folder, mtime, source.frames)
             result[record.name] = source
-        if self.cache_path is not None and fresh != {k: v for k, v in cache.items() if k in fresh}:
+        if self.save and self.cache_path is not None and fresh != {k: v for k, v in cache.items() if k in fresh}:
             self._save_cache({**cache, **fresh})
         return result
 
@@ -218,14 +218,15 @@ class IndexedVideo:
         return min(s.frames for s in self.sources)
 
 
-def build_index(records: list[VideoRecord], sources: list, cache_dir: str | Path | None = None, min_frames: int = 1
-                ) -> tuple[list[IndexedVideo], list[tuple[VideoRecord, str]]]:
+def build_index(records: list[VideoRecord], sources: list, cache_dir: str | Path | None = None, min_frames: int = 1,
+                save_cache: bool = True) -> tuple[list[IndexedVideo], list[tuple[VideoRecord, str]]]:
     """Find each record's frames in every source: a (root, template) pair of frame files, or
-    video files (dataloader.video_index.VideoFiles).
+    video files (dataloader.video_index.VideoFiles). The cache in ``cache_dir`` is read, and
+    written unless ``save_cache`` is false (torchrun: only rank 0 writes it).
 
     Returns (videos found with at least ``min_frames`` frames in every source, and
     [(record, why it is missing)] for the others)."""
-    counters = [source_counter(source, cache_dir) for source in sources]
+    counters = [source_counter(source, cache_dir, save_cache) for source in sources]
     per_source = [counter.count(records) for counter in counters]
     found, missing = [], []
     for record in records:
@@ -243,11 +244,11 @@ def build_index(records: list[VideoRecord], sources: list, cache_dir: str | Path
     return found, missing
 
 
-def source_counter(source, cache_dir: str | Path | None = None):
+def source_counter(source, cache_dir: str | Path | None = None, save: bool = True):
     """The counter of one source: FrameCounter for (root, template), the source's own otherwise."""
     if isinstance(source, tuple):
-        return FrameCounter(*source, cache_dir)
-    return source.counter(cache_dir)
+        return FrameCounter(*source, cache_dir, save)
+    return source.counter(cache_dir, save)
 
 
 def source_root(source) -> str:
@@ -323,10 +324,10 @@ def stream_sources(stream: str, layout: FrameLayout, data_root: str | Path | Non
 
 def index_videos(records: list[VideoRecord], what: str, sources: list,
                  cache_dir: str | Path | None = None, allow_missing: bool = False,
-                 min_frames: int = 1, warn: bool = True, hint: str = "") -> list[IndexedVideo]:
+                 min_frames: int = 1, warn: bool = True, hint: str = "", save_cache: bool = True) -> list[IndexedVideo]:
     """Index the records of one list ('train', 'test') and report the ones without frames
     before anything starts; raises unless ``allow_missing``."""
-    found, missing = build_index(records, sources, cache_dir, min_frames)
+    found, missing = build_index(records, sources, cache_dir, min_frames, save_cache)
     check_missing(missing, len(records), what, sorted({source_root(s) for s in sources}), allow_missing, hint)
     if warn:
         warn_uneven_flow(found, what)

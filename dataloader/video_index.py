@@ -78,8 +78,8 @@ class VideoFiles:
     decoder: str = "pyav"
     size: tuple[int, int] | None = DEFAULT_FRAME_SIZE
 
-    def counter(self, cache_dir: str | Path | None = None) -> "VideoCounter":
-        return VideoCounter(self, cache_dir)
+    def counter(self, cache_dir: str | Path | None = None, save: bool = True) -> "VideoCounter":
+        return VideoCounter(self, cache_dir, save=save)
 
 
 class VideoCounter:
@@ -87,9 +87,10 @@ class VideoCounter:
 
     COLUMNS = ["video", "file", "size", "mtime_ns", "frames", "stamps", "keys"]
 
-    def __init__(self, files: VideoFiles, cache_dir: str | Path | None = None, threads: int | None = None):
+    def __init__(self, files: VideoFiles, cache_dir: str | Path | None = None, threads: int | None = None,
+                 save: bool = True):
         check_decoder(files.decoder)
-        self.files = files
+        self.files, self.save = files, save
         self.root = str(Path(files.root).resolve())
         self.threads = threads or min(8, os.cpu_count() or 1)
         self.problems: dict[str, str] = {}
@@ -163,7 +164,7 @@ class VideoCounter:
             if row is not None:
                 result[record.name] = VideoSource(self.root, row["file"], row["timeline"], self.files.decoder,
                                                   self.files.size)
-        if self.cache_path is not None and fresh != {k: v for k, v in cache.items() if k in fresh}:
+        if self.save and self.cache_path is not None and fresh != {k: v for k, v in cache.items() if k in fresh}:
             self._save_cache({**cache, **fresh})
         return result
 

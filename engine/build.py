@@ -34,8 +34,9 @@ def build_data(args: argparse.Namespace, stream: Stream, world: World, output_di
             "--split-dir with their lists (tools/make_splits.py writes them)") if ucf101_lists else ""
 
     def index(records, what):
-        return index_videos(records, what, sources, output_dir if world.is_main else None, args.allow_missing,
-                            stream.min_frames(args), warn=world.is_main, hint=hint)
+        # every rank reads rank 0's cache of an earlier run (a video index decodes every video); rank 0 writes it
+        return index_videos(records, what, sources, output_dir, args.allow_missing, stream.min_frames(args),
+                            warn=world.is_main, hint=hint, save_cache=world.is_main)
     test_videos = index(split.test, "test")
     train_records, val_records = split.train, []
     if args.holdout_groups:
