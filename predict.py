@@ -20,7 +20,7 @@ from inference.scorer import FlowFunction, load_stream  # noqa: F401 (predict.Fl
 from inference.windows import plan_windows, segments  # noqa: F401
 from utils import UserError, atomic_write, check_writable_dir, check_writable_file, run_cli
 
-ANNOTATE_SUFFIXES = (".mp4", ".avi")
+ANNOTATE_SUFFIXES = (".mp4", ".avi", ".webm")  # .webm (VP8, through PyAV) plays in a browser
 
 
 def check_outputs(args: argparse.Namespace, videos: list[Path]) -> None:
@@ -50,16 +50,28 @@ def check_outputs(args: argparse.Namespace, videos: list[Path]) -> None:
         elif option:
             check_writable_file(option, f"--{flag}")
     if args.annotate and Path(args.annotate).suffix.lower() not in ("", *ANNOTATE_SUFFIXES):
-        raise UserError(f"--annotate {args.annotate}: write an .mp4 or .avi file (or a folder for several videos)")
+        raise UserError(f"--annotate {args.annotate}: write an .mp4, .avi or .webm file (or a folder for several "
+                        f"videos)")
     if args.annotate:
-        check_encoder(".avi" if Path(args.annotate).suffix.lower() == ".avi" else ".mp4")
+        check_encoder(Path(args.annotate).suffix.lower() or ".mp4")
 
 
 def check_encoder(suffix: str) -> None:
-    """--annotate: OpenCV can encode ``suffix`` here (tried on a scratch file before any work)."""
+    """--annotate: OpenCV (or for .webm PyAV) can encode ``suffix`` here (tried on a scratch file
+    before any work)."""
     import tempfile
 
     import cv2
+
+    if suffix == ".webm":
+        import av
+
+        try:
+            av.codec.Codec("libvpx", "w")
+        except (av.error.FFmpegError, ValueError):
+            raise UserError("this PyAV has no VP8 encoder (--annotate .webm)\n  fix: use --annotate with .mp4 "
+                            "or .avi") from None
+        return
 
     with tempfile.TemporaryDirectory() as scratch:
         writer = cv2.VideoWriter(str(Path(scratch) / f"probe{suffix}"),
@@ -83,6 +95,8 @@ def output_path(option: str, video: Path, several: bool, suffix: str, create: bo
 
 def main(args: argparse.Namespace) -> int:
     check_args(args)
+    if args.live:
+        return main_live(args)
     videos: list[Path] = []
     for item in args.videos:
         path = Path(item)
@@ -108,6 +122,29 @@ def main(args: argparse.Namespace) -> int:
         print(f"\n{len(failed)} of {len(videos)} videos failed: {', '.join(str(p) for p in failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def main_live(args: argparse.Namespace) -> int:
+    """--live SOURCE: inference.live's loop, after the same output checks as for files."""
+    from inference.live import run_live, source_kind
+
+    is_file = source_kind(args.live) == "file"
+    check_io(get_args_parser(), args, inputs={f"--live {args.live}": Path(args.live)} if is_file else None)
+    if args.annotate:
+        suffix = Path(args.annotate).suffix.lower()
+        if suffix not in ANNOTATE_SUFFIXES:
+            raise UserError(f"--annotate {args.annotate}: write an .mp4, .avi or .webm file")
+        check_writable_file(args.annotate, "--annotate")
+        check_encoder(suffix)
+    device = torch.device(args.device)
+    streams, weights = load_streams(args, device)
+    method = args.flow_method or ("tvl1-torch" if device.type == "cuda" else "tvl1")
+    flow_of = FlowFunction(method, device, args.workers) if args.motion else None
+    try:
+        return run_live(args, streams, weights, flow_of, device)
+    finally:
+        if flow_of is not None:
+            flow_of.close()
 
 
 def run_videos(videos: list[Path], streams: list[StreamModel], weights: list[float], flow_of, args,

@@ -69,36 +69,88 @@ def plot_timeline(path: Path, record: dict, top: int = 5) -> None:
     plt.close(fig)
 
 
+class VideoWriter:
+    """Frames (BGR) into a video file: .webm as VP8 through PyAV (what browsers play), .avi as
+    MJPG and .mp4 as MPEG-4 through OpenCV. Opened at the first frame."""
+
+    def __init__(self, path: Path, suffix: str, fps: float):
+        self.path, self.suffix, self.fps = path, suffix.lower(), fps
+        self.container = self.stream = self.writer = None
+
+    def write(self, frame) -> None:
+        if self.container is None and self.writer is None:
+            self._open(frame.shape[1], frame.shape[0])
+        if self.container is not None:
+            import av
+
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
+                self.container.mux(packet)
+        else:
+            self.writer.write(frame)
+
+    def _open(self, width: int, height: int) -> None:
+        if self.suffix == ".webm":
+            from fractions import Fraction
+
+            import av
+
+            self.container = av.open(str(self.path), "w", format="webm")
+            self.stream = self.container.add_stream("libvpx", rate=Fraction(self.fps).limit_denominator(1001))
+            self.stream.width, self.stream.height, self.stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+            self.stream.codec_context.bit_rate = 2_000_000
+            return
+        import cv2
+
+        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.suffix == ".avi" else "mp4v"))
+        self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+        if not self.writer.isOpened():
+            raise UserError(f"cannot write {self.path} (OpenCV has no encoder for {self.suffix})\n"
+                            f"  fix: use --annotate with .avi, .mp4 or .webm")
+
+    @property
+    def opened(self) -> bool:
+        return self.container is not None or self.writer is not None
+
+    def close(self) -> None:
+        if self.container is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+            self.container = None
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def draw_label(frame, text: str):
+    """``text`` in white with a black edge at the frame's top left, on a copy."""
+    import cv2
+
+    frame = frame.copy()
+    scale = max(0.35, frame.shape[0] / 480)
+    for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(frame, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width)
+    return frame
+
+
 def annotate_video(source: Path, target: Path, record: dict, size: tuple[int, int] | None) -> None:
     """The video with the current top class and its probability drawn on each frame (the
     latest window that has started; without windows, the video's label), at its frame rate."""
-    import cv2
-
     from dataloader.video import VideoReader
 
     reader = VideoReader(source, size)
     windows = record.get("windows") or [{"start": 0.0, "topk": record["topk"]}]
-    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if target.suffix.lower() == ".avi" else "mp4v"))
     with atomic_path(target) as partial:  # renamed when complete
-        writer = None
+        writer = VideoWriter(partial, target.suffix, 0.0)
         try:
             current = 0
             for _, seconds, frame in reader.frames():
-                if writer is None:
-                    writer = cv2.VideoWriter(str(partial), fourcc, reader.fps or 25.0, (frame.shape[1], frame.shape[0]))
-                    if not writer.isOpened():
-                        raise UserError(f"cannot write {target} (OpenCV has no encoder for {target.suffix})\n"
-                                        f"  fix: use --annotate with .avi or .mp4")
+                writer.fps = writer.fps or reader.fps or 25.0
                 while current + 1 < len(windows) and windows[current + 1]["start"] <= seconds:
                     current += 1
                 best = windows[current]["topk"][0]
-                text = f"{best['class']} {best['probability']:.2f}"
-                scale = max(0.35, frame.shape[0] / 480)
-                cv2.putText(frame, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3)
-                cv2.putText(frame, text, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1)
-                writer.write(frame)
+                writer.write(draw_label(frame, f"{best['class']} {best['probability']:.2f}"))
         finally:
-            if writer is not None:
-                writer.release()
-        if writer is None:
+            writer.close()
+        if not writer.fps:
             raise UserError(f"{source}: no frame could be decoded, so {target} was not written")

@@ -32,6 +32,8 @@ DESCRIPTION = """Recognise the actions in video files with trained two-stream ch
                       [--device cuda|cpu] [--json PATH] [--size H W] [--flow-method tvl1|tvl1-torch]
                       [--window SECONDS --stride SECONDS [--window-frames N] [--min-score P] [--csv PATH]]
                       [--plot PNG] [--annotate MP4]
+    python predict.py --live 0|rtsp://...|VIDEO --spatial CKPT --motion CKPT [--window 2 --stride 1]
+                      [--pace realtime|fast|Nx] [--jsonl FILE] [--show] [--annotate MP4] [--reconnect N]
 
 Each video is decoded once more than it is read: a first pass counts its frames and reads
 their timestamps (without converting them), a second keeps only the frames the test protocol
@@ -46,6 +48,11 @@ window gets the checkpoints' protocol scaled to it (--window-frames positions), 
 frame pair is computed once however many windows read it, and a table of segments (windows
 with the same top class merged) is printed. Either stream alone works. A bad video is
 reported and the others go on; the exit status is 1 then.
+
+With --live the source is a camera (its index), a stream URL or a video file, scored as it
+plays: every --stride seconds a line with the fused top-k of the last --window seconds (and a
+record in --jsonl). Frames are dropped, and counted, when scoring falls behind; Ctrl-C, SIGTERM
+or the end of a file stops it with its files complete and prints a summary (docs/prediction.md).
 """
 
 MAX_WINDOW_INPUTS = 2_000_000  # windows x positions planned for one video (about 100 MB of plans)
@@ -132,7 +139,27 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
 def get_args_parser() -> argparse.ArgumentParser:
     """predict.py's options."""
     p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=HelpFormatter)
-    add_path(p, "videos", role=INPUT, reads=VIDEO_FILES, nargs="+", help="video files or folders of videos")
+    add_path(p, "videos", role=INPUT, reads=VIDEO_FILES, nargs="*", help="video files or folders of videos")
+    add_model_arguments(p)
+    add_path(p, "--json", role=OUTPUT, help="write one record per video (a JSON list) here")
+    timeline = p.add_argument_group("timeline (long videos)")
+    add_window_arguments(timeline)
+    timeline.add_argument("--min-score", type=bound("probability"), default=0.0,
+                          help="a window whose top probability is below this is 'no confident action' in the "
+                               "segment table")
+    add_path(timeline, "--csv", role=OUTPUT, help="write every window's top-k (fused and per stream) to this CSV")
+    add_live_arguments(p.add_argument_group("live (a camera, a stream or a file as it plays)"))
+    add_path(p, "--plot", role=OUTPUT,
+             help="draw the timeline (class probability over time) to this PNG; a folder with "
+                                  "several videos")
+    add_path(p, "--annotate", role=OUTPUT,
+             help="write the video with the current top class drawn on each frame to this "
+                                      "file (.mp4, .avi or .webm); a folder with several videos")
+    return p
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The streams and how they score a video: predict.py's and app.py's options."""
     add_path(p, "--spatial", role=INPUT, help="checkpoint of spatial_cnn.py (model_best.pth.tar)")
     add_path(p, "--motion", role=INPUT, help="checkpoint of motion_cnn.py")
     p.add_argument("--weights", type=bound("fusion_weight"), nargs="+", default=None,
@@ -140,7 +167,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=bound("topk"), default=5, help="classes shown and recorded per video and window")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cuda, cuda:N or cpu (default: cuda when there is one)")
-    add_path(p, "--json", role=OUTPUT, help="write one record per video (a JSON list) here")
     p.add_argument("--size", type=bound("size"), nargs=2, default=None, metavar=("H", "W"),
                    help="frame size the videos are resized to, as tools/extract_frames.py --size did for training "
                         "(default: the size the checkpoints were trained on, else 256 340); 0 0 keeps the video's")
@@ -156,28 +182,43 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="what runs the streams: torch (checkpoints), or onnxruntime / torchscript (the .onnx / "
                         ".torchscript.pt files of tools/export.py); default: told by the files' names")
-    timeline = p.add_argument_group("timeline (long videos)")
-    timeline.add_argument("--window", type=bound("seconds"), help="classify windows of this many seconds as well")
-    timeline.add_argument("--stride", type=bound("seconds"), help="seconds between window starts (default: --window)")
-    timeline.add_argument("--window-frames", type=bound("window_frames"), default=None,
-                          help="test positions a window (default: the checkpoint's --test-frames)")
-    timeline.add_argument("--min-score", type=bound("probability"), default=0.0,
-                          help="a window whose top probability is below this is 'no confident action' in the "
-                               "segment table")
-    add_path(timeline, "--csv", role=OUTPUT, help="write every window's top-k (fused and per stream) to this CSV")
-    add_path(p, "--plot", role=OUTPUT,
-             help="draw the timeline (class probability over time) to this PNG; a folder with "
-                                  "several videos")
-    add_path(p, "--annotate", role=OUTPUT,
-             help="write the video with the current top class drawn on each frame to this "
-                                      "file (.mp4 or .avi); a folder with several videos")
-    return p
+
+
+def add_window_arguments(group) -> None:
+    """--window, --stride, --window-frames: the timeline of a long video."""
+    group.add_argument("--window", type=bound("seconds"), help="classify windows of this many seconds as well")
+    group.add_argument("--stride", type=bound("seconds"), help="seconds between window starts (default: --window)")
+    group.add_argument("--window-frames", type=bound("window_frames"), default=None,
+                       help="test positions a window (default: the checkpoint's --test-frames)")
+
+
+def add_live_arguments(live) -> None:
+    """predict.py --live's options."""
+    live.add_argument("--live", metavar="SOURCE",
+                      help="a camera index (0), a stream URL (rtsp://, http://) or a video file, scored as it plays "
+                           "(default --window 2 --stride 1)")
+    live.add_argument("--pace", default="realtime",
+                      help="--live on a file: realtime (its frame rate), fast (as fast as it decodes: nothing dropped, "
+                           "predict.py's timeline) or Nx (N times its frame rate)")
+    add_path(live, "--jsonl", role=OUTPUT, help="--live: one JSON record a window (as --json's windows, with wall time, "
+                                              "latency and frames dropped), and the summary last")
+    live.add_argument("--show", action="store_true",
+                      help="--live: a window with the frames and the current top-k (needs OpenCV with window support "
+                           "and a display)")
+    live.add_argument("--reconnect", type=bound("reconnect"), default=3,
+                      help="--live: how often a stalled or broken camera or stream is opened again before it ends")
+    live.add_argument("--stall", type=bound("seconds"), default=10.0,
+                      help="--live: seconds without a frame after which a camera or stream counts as stalled")
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Every refusal before any model is loaded or video read."""
     if not args.spatial and not args.motion:
         raise UserError("give --spatial CKPT, --motion CKPT or both")
+    if bool(args.videos) == bool(args.live):
+        raise UserError("give video files or folders, or --live SOURCE (a camera index, a stream URL or a file)")
+    if args.live:
+        check_live_args(args)
     # each number alone is bounded by its flag's type (and Predictor's options by check_options)
     if args.size is not None:
         frame_size(args.size)
@@ -185,13 +226,30 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--stride needs --window (the window length in seconds)")
     if args.window is not None and args.stride is None:
         args.stride = args.window
-    if (args.csv or args.min_score or args.plot) and not args.window:
+    if (args.csv or args.min_score or args.plot) and not args.window and not args.live:
         raise UserError("--csv, --min-score and --plot describe windows: give --window SECONDS")
     if args.weights is not None:
         check_fusion_weights(args.weights, [name for name in ("spatial", "motion") if getattr(args, name)])
     for flag in ("json", "csv"):
         if getattr(args, flag):
             check_writable_file(getattr(args, flag), f"--{flag}")
+
+
+def check_live_args(args: argparse.Namespace) -> None:
+    """--live: what it writes and how it plays; --window 2 --stride 1 unless given."""
+    from .live import parse_pace, source_kind
+
+    taken = [f"--{flag}" for flag in ("json", "csv", "plot") if getattr(args, flag)]
+    if taken:
+        raise UserError(f"--live writes --jsonl (a record a window as it comes), not {', '.join(taken)}\n  fix: "
+                        f"drop {' '.join(taken)}, or run predict.py on the file without --live")
+    parse_pace(args.pace)
+    if source_kind(args.live) == "file" and not Path(args.live).is_file():
+        raise UserError(f"--live {args.live}: no such file (a camera is its index, 0 for the first; a stream a URL)")
+    if args.window is None:
+        args.window, args.stride = 2.0, args.stride or 1.0
+    if args.jsonl:
+        check_writable_file(args.jsonl, "--jsonl")
 
 
 def load_streams(args: argparse.Namespace, device: torch.device) -> tuple[list[StreamModel], list[float]]:

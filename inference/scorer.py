@@ -212,7 +212,7 @@ class StreamingScorer:
 
     def __init__(self, streams: list[StreamModel], windows: list[Window], positions: dict[str, list[int]],
                  total_frames: int, flow_of: Callable | None, bound: float, quality: int, device: torch.device,
-                 batch: int = 64):
+                 batch: int = 64, flow_cache: dict | None = None):
         self.streams, self.windows, self.device, self.batch = streams, windows, device, batch
         self.flow_of, self.bound, self.quality = flow_of, bound, quality
         self.plans: dict[str, StreamPlan] = {}
@@ -230,7 +230,10 @@ class StreamingScorer:
         spatial, motion = self.plans.get("spatial"), self.plans.get("motion")
         self.rgb_needed = set(spatial.last_use) if spatial else set()
         self.pairs_needed = set(motion.last_use) if motion else set()
-        self.grey_needed = {i + k for i in self.pairs_needed for k in (0, 1)}
+        # flow_cache: pair -> its flow views, shared with later scorers (predict.py --live's windows)
+        self.flow_cache = flow_cache
+        self.cached = self.pairs_needed & set(flow_cache) if flow_cache is not None else set()
+        self.grey_needed = {i + k for i in self.pairs_needed - self.cached for k in (0, 1)}
         self.keep = self.rgb_needed | self.grey_needed
         # windows are scored in order, each once its frames (and its predecessors') went by
         self.ready_at = list(np.maximum.accumulate([self._last_frame(w) for w in range(len(windows))]))
@@ -249,7 +252,8 @@ class StreamingScorer:
     def run(self, frames: Iterable[tuple[int, float, np.ndarray | None]],
             progress: Callable[[int, float], None] | None = None) -> list[WindowScores]:
         """Consume (index, seconds, frame) in order; returns every window's scores."""
-        rgb, grey, flows, pending = {}, {}, {}, []
+        rgb, grey, pending = {}, {}, []
+        flows = {p: self.flow_cache[p] for p in self.cached}
         queue: list[tuple[int, str, list[torch.Tensor]]] = []
         queued = 0  # inputs in the queue
         results = [WindowScores({}, {}) for _ in self.windows]
@@ -260,7 +264,7 @@ class StreamingScorer:
                     rgb[index] = self._spatial_input(frame)
                 if index in self.grey_needed:
                     grey[index] = as_read_grey(frame, self.quality)
-                    if index - 1 in self.pairs_needed:
+                    if index - 1 in self.pairs_needed and index - 1 not in self.cached:
                         pending.append(index - 1)
             if len(pending) >= 32:  # a batch for the device or the workers
                 pending = self._compute_flow(pending, grey, flows)
@@ -299,6 +303,8 @@ class StreamingScorer:
             x = as_loaded(quantize(f[..., 0], self.bound), self.quality, "L")
             y = as_loaded(quantize(f[..., 1], self.bound), self.quality, "L")
             flows[p] = (test_view(x, s.input_size, s.view, s.scale_side), test_view(y, s.input_size, s.view, s.scale_side))
+            if self.flow_cache is not None:
+                self.flow_cache[p] = flows[p]
         latest = max(grey)
         for i in [i for i in grey if i != latest]:
             del grey[i]

@@ -28,7 +28,8 @@ def count_windows(times: list[float], window: float, stride: float) -> int:
 def plan_windows(times: list[float], window: float | None = None, stride: float | None = None) -> list[Window]:
     """The whole video as one window (``window`` None), or windows of ``window`` seconds every
     ``stride`` seconds by the frames' timestamps; a window longer than the video is the whole
-    video, and the last window ends with the video."""
+    video, and the last window ends with the video. A window no frame falls in (a gap in the
+    timestamps longer than it, or frames dropped live) is left out."""
     n = len(times)
     frame_time = (times[-1] - times[0]) / (n - 1) if n > 1 else 0.0
     end_time = times[-1] + frame_time  # when the last frame stops showing
@@ -38,7 +39,8 @@ def plan_windows(times: list[float], window: float | None = None, stride: float 
     start = times[0]
     while True:
         end = next((i for i in range(first, n) if times[i] >= start + window), n)
-        windows.append(Window(first, end, start, times[end] if end < n else end_time))
+        if end > first:
+            windows.append(Window(first, end, start, times[end] if end < n else end_time))
         if end >= n:
             return windows
         start += stride

@@ -73,7 +73,8 @@ COMMANDS: dict[str, Command] = {
     "motion_cnn.py": Command("motion_cnn", _stream_run("motion_cnn"), values=TEMPLATES | {"--logger", "--device"}),
     "average_fusion.py": Command("average_fusion", _args_run("average_fusion"),
                                 values={"--stream"}),  # NAME=PATH: fuse() hands its paths to check_io
-    "predict.py": Command("predict", _args_run("predict"), needs=["--window", "1"], values={"--device"}),
+    "predict.py": Command("predict", _args_run("predict"), needs=["--window", "1"],
+                          values={"--device", "--pace", "--live"}),  # --live: a camera, a URL or a file check_io reads
     "pipeline.py": Command("pipeline", _argv_run("pipeline"), values={"--group-pattern", "--flow-method"}),
     "demo.py": Command("demo", values={"--device", "--flow-method"}),
     "dataloader/__main__.py": Command("dataloader.__main__", _argv_run("dataloader.__main__"), values=TEMPLATES),

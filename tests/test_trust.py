@@ -89,7 +89,7 @@ def test_two_outputs_on_one_file_and_bad_drawings_are_refused_before_work(inputs
     (inputs / "plots").mkdir()
     with pytest.raises(UserError, match="--plot .* is a folder"):
         predict.main(predict_args(inputs, "--plot", str(inputs / "plots"), "--window", "1"))
-    with pytest.raises(UserError, match="--annotate .*mp4 or .avi"):
+    with pytest.raises(UserError, match="--annotate .*mp4, .avi or .webm"):
         predict.main(predict_args(inputs, "--annotate", str(inputs / "out.mkv")))
 
 
