@@ -126,6 +126,7 @@ BOUNDS: dict[str, Bound] = {
     "seconds": _float(0, 1e7, low_open=True),
     "reconnect": _int(0, 1000),       # predict.py --live: reopening a stalled stream
     "upload_mb": _float(0, 100_000, low_open=True),  # app.py: the largest video accepted
+    "port": _int(1, 65535),
     "window_frames": _int(1, MAX_TEST_FRAMES),
     "probability": _float(0, 1),
     # generated data and benchmarks

@@ -77,6 +77,7 @@ COMMANDS: dict[str, Command] = {
                           values={"--device", "--pace", "--live"}),  # --live: a camera, a URL or a file check_io reads
     "pipeline.py": Command("pipeline", _argv_run("pipeline"), values={"--group-pattern", "--flow-method"}),
     "demo.py": Command("demo", values={"--device", "--flow-method"}),
+    "app.py": Command("app", values={"--device", "--host", "--title"}),  # serves; writes only its temp folder
     "dataloader/__main__.py": Command("dataloader.__main__", _argv_run("dataloader.__main__"), values=TEMPLATES),
     "tools/compute_flow.py": Command("tools.compute_flow", _args_run("tools.compute_flow"),
                                      values={"--device", "--shard"}),
@@ -88,6 +89,7 @@ COMMANDS: dict[str, Command] = {
     "tools/publish_model.py": Command("tools.publish_model", _args_run("tools.publish_model"), values={"--name"}),
     "benchmarks/bench_disk.py": Command("benchmarks.bench_disk", values={"--flow-method"}),  # writes a scratch folder
     "benchmarks/bench_export.py": Command("benchmarks.bench_export"),
+    "benchmarks/bench_live.py": Command("benchmarks.bench_live"),
     "benchmarks/bench_flow.py": Command("benchmarks.bench_flow"),
     "benchmarks/bench_loader.py": Command("benchmarks.bench_loader"),
     "benchmarks/bench_predict.py": Command("benchmarks.bench_predict", values={"--device", "--arch", "--flow-method"}),
