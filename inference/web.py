@@ -108,9 +108,11 @@ def build_page(analyser: Analyser, title: str):
             with gr.Column():
                 label = gr.Label(label="top-5 (fused)", num_top_classes=5, elem_id="top5")
                 table = gr.Markdown(elem_id="top5-table")
-        plot = gr.Image(label="timeline", type="filepath", elem_id="timeline")
-        annotated = gr.Video(label="annotated video", elem_id="annotated")
-        record = gr.JSON(label="predict.py's record", elem_id="record")
+        with gr.Row():
+            plot = gr.Image(label="timeline", type="filepath", elem_id="timeline")
+            annotated = gr.Video(label="annotated video", height=300, elem_id="annotated")
+        with gr.Accordion("predict.py's record (JSON)", open=False):
+            record = gr.JSON(label="record", elem_id="record")
         run.click(analyser, inputs=video, outputs=[label, table, plot, annotated, record, status],
                   concurrency_limit=1)
     return page

@@ -108,6 +108,7 @@ def top5_on_page(browser) -> list[tuple[str, float]]:
             for cells in (row.find_elements(By.TAG_NAME, "td") for row in rows)]
 
 
+@pytest.mark.slow  # a server and a browser
 def test_the_page_shows_predict_py_s_top5_for_an_upload(files, browser, server, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -126,6 +127,7 @@ def test_the_page_shows_predict_py_s_top5_for_an_upload(files, browser, server, 
     assert browser.find_elements(By.CSS_SELECTOR, "#timeline img")  # 6 s > --window 2: a timeline
 
 
+@pytest.mark.slow  # a server and a browser
 def test_a_text_file_renamed_mp4_gets_a_message_and_the_server_goes_on(files, browser, server):
     status = recognise(browser, server, files["fake"])
     assert "not a video this page can decode" in status
@@ -133,6 +135,7 @@ def test_a_text_file_renamed_mp4_gets_a_message_and_the_server_goes_on(files, br
     assert top5_on_page(browser)
 
 
+@pytest.mark.slow  # a server and a browser
 def test_the_server_refuses_paths_outside_its_upload_folder(files, server):
     secret = files["root"] / "secret.txt"
     secret.write_text("not for the web\n")

@@ -163,11 +163,11 @@ def test_a_stalled_stream_is_reopened_then_ends_with_one_message(monkeypatch):
     assert opened == ["rtsp://camera/1"] * 3
 
 
-def live_process(setup, video: Path, jsonl: Path, *extra: str) -> subprocess.Popen:
+def live_process(setup, video: Path, jsonl: Path, *extra: str, flow: str = "tvl1") -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     return subprocess.Popen(
         [sys.executable, "predict.py", "--live", str(video), "--spatial", str(setup["spatial"]), "--motion",
-         str(setup["motion"]), "--flow-method", "tvl1", "--workers", "1", "--device", "cpu", "--size", "96", "128",
+         str(setup["motion"]), "--flow-method", flow, "--workers", "1", "--device", "cpu", "--size", "96", "128",
          "--jsonl", str(jsonl), *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
 
@@ -200,7 +200,8 @@ def test_realtime_live_drops_frames_keeps_latency_and_memory_flat(setup, tmp_pat
 @pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_stops_with_complete_files_and_a_summary(setup, tmp_path, signum, status):
     jsonl, annotated = tmp_path / "live.jsonl", tmp_path / "live.mp4"
-    proc = live_process(setup, setup["video"], jsonl, "--pace", "realtime", "--annotate", str(annotated))
+    proc = live_process(setup, setup["video"], jsonl, "--pace", "realtime", "--annotate", str(annotated),
+                        "--window", "0.5", "--stride", "0.5", flow="farneback")
     deadline = time.time() + 60
     while time.time() < deadline and "latency" not in (proc.stdout.readline() or "latency"):
         pass
