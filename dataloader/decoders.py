@@ -1,11 +1,13 @@
 """Exact frames from video files: a scan that finds every frame that decodes, and reads of
-chosen frames with one seek and one forward pass. No torch here.
+chosen frames in one forward pass from a seek. No torch here.
 
 Frame k of a video is the k-th frame of a sequential decode (0-based in this module), whatever
 the container's header says: headers of AVI files and variable frame rate files are often
-wrong. The scan records each frame's presentation timestamp (:class:`Timeline`); a read seeks
-to the key frame before the first frame it needs and decodes forward, taking frames by their
-timestamps, so that B-frames, variable frame rates and seeks that land late change nothing.
+wrong. The scan records each frame's presentation timestamp and the key frames
+(:class:`Timeline`); a read seeks to the key frame before the first frame it needs and decodes
+forward, taking frames by their timestamps, so that B-frames, variable frame rates and seeks
+that land late change nothing. It seeks again only where a later frame's key frame lies past
+the frame before it (decoding the frames between would cost more).
 
 Backends (``--decoder``): ``pyav`` (PyAV's FFmpeg, from the lock; the default), ``opencv``
 (OpenCV's FFmpeg: no exact seek, so a read decodes from the start up to the last frame it
@@ -139,8 +141,8 @@ def scan(path: str, decoder: str = "pyav") -> Timeline:
 
 
 def read(path: str, indices: Sequence[int], timeline: Timeline, decoder: str = "pyav") -> list[np.ndarray]:
-    """Frames ``indices`` (0-based, any order, repeats allowed) of the video, as RGB arrays,
-    from one seek and one forward pass."""
+    """Frames ``indices`` (0-based, any order, repeats allowed) of the video, as RGB arrays:
+    one forward pass from a seek, skipping ahead by a seek only over whole key-frame intervals."""
     wanted = sorted(set(indices))
     if not wanted:
         return []
