@@ -323,9 +323,15 @@ def _torchcodec_decoder(path: str):
 
 
 def _torchcodec_scan(path: str) -> Timeline:
-    # every frame decoded: the count of frames that decode, not of packets; TorchCodec's exact
-    # mode finds frames by index itself, so no timestamps are kept
-    return Timeline(sum(1 for _ in _torchcodec_decoder(path)))
+    """Every frame decoded, in order, 32 at a time: the count of frames that decode, not of
+    packets. TorchCodec's exact mode finds frames by index itself, so no timestamps are kept."""
+    decoder, frames = _torchcodec_decoder(path), 0
+    for start in range(0, len(decoder), 32):
+        try:
+            frames += decoder.get_frames_in_range(start=start, stop=min(start + 32, len(decoder))).data.shape[0]
+        except (RuntimeError, IndexError):
+            break  # the first frame that does not decode ends the video
+    return Timeline(frames)
 
 
 def _torchcodec_read(path: str, wanted: list[int]) -> dict[int, np.ndarray]:

@@ -54,7 +54,20 @@ def mismatches(path: Path, decoder: str, trials: int = 25) -> int:
 
 # --- exact frames ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("decoder", ["pyav", "opencv"])
+def torchcodec_loads() -> bool:
+    try:
+        decoders.check_decoder("torchcodec")
+        return True
+    except UserError:
+        return False
+
+
+TORCHCODEC = pytest.param("torchcodec", marks=pytest.mark.skipif(
+    not torchcodec_loads(), reason="TorchCodec cannot load here: pip install torchcodec (in the lock) and FFmpeg's "
+                                   "shared libraries, e.g. apt-get install ffmpeg (.ci/run installs them)"))
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "opencv", TORCHCODEC])
 @pytest.mark.parametrize("kind", KINDS)
 def test_frames_read_at_random_positions_equal_a_sequential_decode(videos, kind, decoder):
     assert len(sequential_decode(videos[kind])) == FRAMES
@@ -71,7 +84,7 @@ def test_the_lying_header_gives_the_decoded_count(videos):
     capture.release()
     with av.open(str(videos["lying-header-avi"])) as container:
         assert container.streams.video[0].frames == claimed == FRAMES + FRAMES // 2  # both read the header
-    for decoder in ("pyav", "opencv"):
+    for decoder in ("pyav", "opencv", *(["torchcodec"] if torchcodec_loads() else [])):
         assert decoders.scan(str(videos["lying-header-avi"]), decoder).frames == FRAMES
 
 
