@@ -99,7 +99,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="--source videos: frames between key frames of the generated videos (one data set each)")
     p.add_argument("--video-frames", type=bound("video_frames"), default=186,
                    help="--source videos: frames of each generated video (UCF101's mean: 186)")
-    p.add_argument("--decoders", nargs="+", choices=["pyav", "opencv"], default=["pyav", "opencv"],
+    p.add_argument("--decoders", nargs="+", choices=["pyav", "opencv", "torchcodec"], default=["pyav", "opencv"],
                    help="--source videos: the decoders to measure")
     return p
 
