@@ -165,7 +165,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 # what a published checkpoint keeps besides the model: enough to evaluate it and to predict with it
 PUBLISHED_KEYS = ("format", "stream", "arch", "num_classes", "in_channels", "class_names", "pretrained_weights",
-                  "frame_size", "epoch", "best_top1", "model")
+                  "frame_size", "frame_source", "epoch", "best_top1", "model")
 
 
 def publishable(ckpt: dict, path: str | Path) -> dict:
@@ -251,6 +251,8 @@ def checkpoint_state(args: argparse.Namespace, stream: Stream, data: Data, t: Tr
     return {"format": CHECKPOINT_FORMAT, "stream": stream.name, "arch": args.arch,
             "num_classes": data.split.num_classes, "in_channels": stream.in_channels(args),
             "class_names": list(data.split.classes), "args": saved_args, "frame_size": data.frame_size,
+            # what the model saw: decoded video frames (--video-root) or stored JPEGs; predict.py copies it
+            "frame_source": "video" if getattr(args, "video_root", None) else "jpeg",
             "pretrained_weights": pretrained_name(args.pretrained),
             "epoch": epoch, "samples_done": samples_done, "meters": vars(meters),
             "model": t.model_without_ddp.state_dict(), "optimizer": t.optimizer.state_dict(),

@@ -22,7 +22,7 @@ from engine import check_finite_weights, load_checkpoint, publishable
 from models import build_model
 from utils import UserError, atomic_path, optional_import
 
-from .scorer import StreamModel, check_stream_record, stream_model, stream_normalizer
+from .scorer import StreamModel, check_stream_record, frame_source, stream_model, stream_normalizer
 
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 BACKENDS = ("torch", "onnxruntime", "torchscript")  # predict.py --backend
@@ -227,4 +227,5 @@ def load_exported_stream(path: str | Path, stream: str, backend: str, device: to
                         f"edited or damaged; export the checkpoint again with python tools/export.py")
     loaded = stream_model(stream, args, classes, runner, torch.nn.Identity())
     loaded.frame_size = tuple(record["frame_size"]) if record.get("frame_size") else None
+    loaded.frame_source = frame_source(record, str(path))
     return loaded

@@ -177,7 +177,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bound", type=bound("bound"), default=20.0, help="flow bound of tools/compute_flow.py")
     p.add_argument("--jpeg-quality", type=bound("jpeg_quality"), default=90,
                    help="frames and flow pass through JPEG at this quality, as extract_frames.py/compute_flow.py "
-                        "store them for training (--quality there); 0 skips it")
+                        "store them for training (--quality there); 0 skips it (a spatial checkpoint trained with "
+                        "--video-root saw decoded frames: its frames skip it anyway)")
     add_path(p, "--class-ind", role=INPUT, help="classInd.txt, for checkpoints without class names")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="what runs the streams: torch (checkpoints), or onnxruntime / torchscript (the .onnx / "

@@ -43,6 +43,7 @@ class StreamModel:
     test_positions: str = "starts"  # where the positions lie in their segments: starts or centres
     scale_side: int | None = None  # multi-crop testing: the frames' short side is first scaled to this
     frame_size: tuple[int, int] | None = None  # (height, width) of the frames it was trained on, when known
+    frame_source: str = "jpeg"  # its frames were stored JPEGs ('jpeg') or decoded from videos ('video')
 
     @property
     def view(self) -> str:
@@ -59,7 +60,17 @@ def load_stream(path: str, stream: str, device: torch.device, class_ind: str | N
     model.eval().to(device)
     loaded = stream_model(stream, args, classes, model, stream_normalizer(stream, ckpt["in_channels"], args).to(device))
     loaded.frame_size = tuple(ckpt["frame_size"]) if ckpt.get("frame_size") else None
+    loaded.frame_source = frame_source(ckpt, path)
     return loaded
+
+
+def frame_source(record: dict, path: str) -> str:
+    """A checkpoint's (or exported record's) 'frame_source': 'jpeg' for one written before it existed."""
+    source = record.get("frame_source", "jpeg")
+    if source not in ("jpeg", "video"):
+        raise UserError(f"{path}: its frame_source {source!r} is neither 'jpeg' nor 'video'\n  fix: the file was "
+                        f"edited or damaged; use the file its training wrote")
+    return source
 
 
 def check_stream_record(record: dict, path: str, stream: str, class_ind: str | None = None,
@@ -288,7 +299,8 @@ class StreamingScorer:
 
     def _spatial_input(self, frame: np.ndarray) -> torch.Tensor:
         s = self.spatial
-        return rgb_to_tensor([test_view(as_loaded(frame, self.quality, "RGB"), s.input_size, s.view, s.scale_side)])[0]
+        quality = 0 if s.frame_source == "video" else self.quality  # trained on decoded frames: no JPEG step
+        return rgb_to_tensor([test_view(as_loaded(frame, quality, "RGB"), s.input_size, s.view, s.scale_side)])[0]
 
     def _compute_flow(self, pairs: list[int], grey: dict, flows: dict) -> list[int]:
         """Flow of the pending pairs, at once (batched on the device, or over the workers);

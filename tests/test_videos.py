@@ -3,6 +3,7 @@
 pipeline without frames."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -311,3 +312,22 @@ def test_a_decoder_that_cannot_load_is_one_message_with_the_fix(shapes, tmp_path
                                  "torchcodec", "--epochs", "1"))
     assert "--decoder torchcodec cannot load" in str(err.value) and "apt-get install ffmpeg" in str(err.value)
     assert "--decoder pyav" in str(err.value)
+
+
+def test_predict_py_scores_a_video_trained_checkpoint_as_its_evaluate_does(shapes, tmp_path):
+    import predict
+
+    source = ["--video-root", str(shapes / "videos"), "--frame-size", "40", "52"]
+    spatial_cnn.main(spatial(shapes, tmp_path / "run", source, "--epochs", "1"))
+    checkpoint = tmp_path / "run" / "checkpoint.pth.tar"
+    assert torch.load(checkpoint, weights_only=True)["frame_source"] == "video"
+    spatial_cnn.main(spatial(shapes, tmp_path / "eval", source, "--evaluate", "--resume", str(checkpoint)))
+    evaluated = load_scores(tmp_path / "eval" / "spatial_video_preds.pickle")
+    videos = sorted((shapes / "videos").glob("*/*_g01_c01.avi"))
+    out = tmp_path / "pred.json"
+    assert predict.main(predict.get_args_parser().parse_args(
+        [*map(str, videos), "--spatial", str(checkpoint), "--device", "cpu", "--json", str(out)])) == 0
+    for video, record in zip(videos, json.loads(out.read_text())):
+        expected = evaluated[video.stem[2:]]
+        scores = np.array(record["streams"]["spatial"]["scores"])
+        assert np.abs(scores - expected).max() <= 1e-4 * np.abs(expected).max(), video.name
