@@ -409,7 +409,9 @@ class Outputs:
 
 def run_live(args, streams: list[StreamModel], weights: list[float], flow_of, device) -> int:
     """predict.py --live: score the source's windows as it plays until it ends, Ctrl-C or SIGTERM;
-    returns the exit status (0 at its end, 130 Ctrl-C, 143 SIGTERM)."""
+    returns the exit status (0 at its end, 130 Ctrl-C, 143 SIGTERM). A source that stalls or
+    breaks for good keeps what was scored (the files complete, the summary) and then raises its
+    UserError."""
     import contextlib
     import resource
 
@@ -430,7 +432,7 @@ def run_live(args, streams: list[StreamModel], weights: list[float], flow_of, de
                         args.jpeg_quality, device, score)
     capture = Capture(frames, speed, drop=not (kind == "file" and speed == 0.0))
     latencies: list[float] = []
-    windows, latency_sum, status, started = 0, 0.0, 0, time.monotonic()
+    windows, latency_sum, status, started, failure = 0, 0.0, 0, time.monotonic(), None
     restore = install_sigterm()
     with contextlib.ExitStack() as files:
         out = Outputs(args, files, source_fps(args.live) if args.annotate else 25.0)
@@ -457,6 +459,8 @@ def run_live(args, streams: list[StreamModel], weights: list[float], flow_of, de
             status = 130
         except Stop:
             status = 143
+        except UserError as err:  # the source stalled or broke: what was scored is kept, then the message
+            status, failure = 1, err
         finally:
             capture.stop()
             restore()
@@ -467,10 +471,12 @@ def run_live(args, streams: list[StreamModel], weights: list[float], flow_of, de
                    "drop_rate": round(capture.dropped / capture.read, 4) if capture.read else 0.0,
                    "seconds": round(time.monotonic() - started, 3),
                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                   "stopped_by": {0: "end", 130: "SIGINT", 143: "SIGTERM"}[status]}
+                   "stopped_by": {0: "end", 1: "error", 130: "SIGINT", 143: "SIGTERM"}[status]}
         out.line(summary)
     print(f"\n{windows} windows in {summary['seconds']:.1f} s; latency mean {summary['latency_mean']} s, "
           f"p95 {summary['latency_p95']} s; {capture.dropped} of {capture.read} frames dropped "
           f"({100 * summary['drop_rate']:.1f}%); peak memory {summary['peak_rss_mb']} MB"
           + ("" if status == 0 else f"; stopped by {summary['stopped_by']}"), flush=True)
+    if failure is not None:
+        raise failure
     return status

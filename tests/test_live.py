@@ -212,3 +212,19 @@ def test_ctrl_c_or_sigterm_stops_with_complete_files_and_a_summary(setup, tmp_pa
     assert records[-1]["summary"] and records[-1]["stopped_by"] == signal.Signals(signum).name
     assert annotated.stat().st_size > 0 and "windows in" in log
     assert not list(tmp_path.glob(".*"))  # no scratch file left behind
+
+
+def test_a_stream_that_breaks_keeps_what_was_scored(setup, tmp_path, monkeypatch):
+    def frames_then_a_stall(source, size, reconnect, stall_seconds):
+        for seconds, frame in live.file_frames(setup["video"], size):
+            if seconds > 3.0:
+                raise UserError(f"the stream {source} stalled or ended ({reconnect} reconnects tried)")
+            yield seconds, frame
+    monkeypatch.setattr(live, "live_frames", frames_then_a_stall)
+    jsonl = tmp_path / "live.jsonl"
+    with pytest.raises(UserError, match="stalled"):
+        predict.main(predict.get_args_parser().parse_args(
+            ["--live", "rtsp://camera/1", "--spatial", str(setup["spatial"]), "--device", "cpu", "--window", "1",
+             "--jsonl", str(jsonl)]))
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert records[-1]["stopped_by"] == "error" and records[-1]["windows"] == len(records) - 1 >= 2
