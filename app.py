@@ -12,7 +12,6 @@ large gets a message on the page; requests queue, one model is in memory.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from guards import bound, check_io
 from inference.predictor import add_model_arguments, add_window_arguments
