@@ -422,7 +422,7 @@ def test_no_frames_pipeline_fuses_the_demo_videos_without_writing_a_frame(tmp_pa
     make_demo_data(tmp_path / "data", frames=24)
     out = tmp_path / "out"
     log = run_to_end(tmp_path / "data" / "videos", out, "--split-dir", str(tmp_path / "data" / "splits"),
-                     "--no-frames", "--batch-size", "8", "--epochs", "8", "--val-interval", "8")
+                     "--no-frames", "--batch-size", "8", "--epochs", "6", "--val-interval", "6")
     assert "frames: --no-frames" in log and "--from-videos" in log and "--video-root" in log
     assert not (out / "frames").exists()
     written = {p.relative_to(out).parts[0] for p in out.rglob("*.jpg")}

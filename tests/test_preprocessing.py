@@ -189,7 +189,7 @@ def test_a_failed_flow_write_leaves_the_video_unfinished(tmp_path, monkeypatch, 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupting_compute_flow_stops_its_workers(tmp_path, sig):
-    _frame_folders(tmp_path / "frames", videos=8, frames=12, size=(96, 128))
+    _frame_folders(tmp_path / "frames", videos=6, frames=8, size=(64, 80))  # TV-L1 on noise: about a second a video
     command = [sys.executable, "tools/compute_flow.py", str(tmp_path / "frames"), str(tmp_path / "flow"),
                "--method", "tvl1", "--workers", "2"]
     env = {**os.environ, "TQDM_DISABLE": "1"}
@@ -210,7 +210,7 @@ def test_interrupting_compute_flow_stops_its_workers(tmp_path, sig):
     time.sleep(0.5)
     assert children and not [pid for pid in children if _alive(pid)]
     assert subprocess.run(command, cwd=ROOT, capture_output=True, env=env, timeout=300).returncode == 0
-    assert len(list((tmp_path / "flow" / "u").iterdir())) == 8
+    assert len(list((tmp_path / "flow" / "u").iterdir())) == 6
 
 
 def _children(pid: int) -> set[int]:
