@@ -44,26 +44,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def checkpoint(path: Path, stream: str, arch: str) -> Path:
-    """An untrained checkpoint of ``arch`` with the settings of SETTINGS."""
-    import torch
+    """An untrained checkpoint of ``arch`` with the settings of SETTINGS (101 classes, stacks of 10)."""
+    from tests.videos import untrained_checkpoint
 
-    from models import build_model
-
-    channels = 3 if stream == "spatial" else 20
-    torch.manual_seed(0)
-    model = build_model(arch, 101, channels, "none")
     settings = SETTINGS[arch]
-    torch.save({"format": "two-stream-checkpoint/1", "stream": stream, "arch": arch, "num_classes": 101,
-                "in_channels": channels, "class_names": [f"class{i}" for i in range(101)],
-                "frame_size": settings["frame_size"], "epoch": 0, "best_top1": 0.0, "model": model.state_dict(),
-                "args": {"arch": arch, "input_size": settings["input_size"], "test_frames": 19, "stack_length": 10}},
-               path)
-    return path
+    return untrained_checkpoint(path, stream, stack_length=10, arch=arch, classes=[f"class{i}" for i in range(101)],
+                                frame_size=settings["frame_size"], input_size=settings["input_size"], test_frames=19)
 
 
 def main() -> None:
     args = get_args_parser().parse_args()
-    from tests.test_live import action_change_video
+    from tests.videos import action_change_video
 
     work = Path(tempfile.mkdtemp(prefix="bench_live_"))
     video = action_change_video(work / "video.avi", args.seconds, fps=25)

@@ -18,7 +18,7 @@ import pytest
 import app
 import predict
 from inference.web import Limits, check_upload
-from tests.test_live import action_change_video, untrained_checkpoint
+from tests.videos import action_change_video, untrained_checkpoint
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

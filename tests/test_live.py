@@ -12,48 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import predict
 from inference import live
-from models import build_model
-from tests.videos import write_video
+from tests.videos import action_change_video, untrained_checkpoint
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSES = ["Left", "Right", "Still"]
-
-
-def untrained_checkpoint(path: Path, stream: str, stack_length: int = 3, seed: int = 0) -> Path:
-    """A checkpoint in this repo's format with a ResNet-18 of seeded random weights: scores that
-    differ from class to class, for comparing two ways of computing them."""
-    torch.manual_seed(seed)
-    channels = 3 if stream == "spatial" else 2 * stack_length
-    model = build_model("resnet18", len(CLASSES), channels, "none")
-    torch.save({"format": "two-stream-checkpoint/1", "stream": stream, "arch": "resnet18",
-                "num_classes": len(CLASSES), "in_channels": channels, "class_names": CLASSES,
-                "frame_size": [48, 64], "epoch": 1, "best_top1": 0.0, "model": model.state_dict(),
-                "args": {"arch": "resnet18", "input_size": 32, "test_frames": 3, "stack_length": stack_length,
-                         "recipe": "reference"}}, path)
-    return path
-
-
-def action_change_video(path: Path, seconds: float, fps: int = 10, seed: int = 0) -> Path:
-    """A square that moves right, then left, then stands still (an action change a third of the
-    way through and another two thirds), over a noisy textured background: MPEG-4 AVI."""
-    rng = np.random.default_rng(seed)
-    count = int(seconds * fps)
-    background = np.kron(rng.integers(60, 160, (7, 9, 3)), np.ones((8, 8, 1)))[:48, :64]
-    frames, x = [], 20.0
-    for t in range(count):
-        x += 2.0 if t < count / 3 else -2.0 if t < 2 * count / 3 else 0.0
-        frame = background.copy()
-        left = int(x) % 48
-        frame[16:32, left:left + 16] = (220, 200, 40)
-        frames.append(np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8))
-    return write_video(path, frames, "mpeg4", rate=fps, gop=10)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("live")

@@ -128,3 +128,42 @@ def make_shape_dataset(root: Path, per_class: int = 8, frames: int = 30, test_pe
     (splits / "trainlist01.txt").write_text("".join(f"{v} {SHAPES.index(v.split('/')[0]) + 1}\n" for v in train))
     (splits / "testlist01.txt").write_text("".join(f"{v}\n" for v in test))
     return splits
+
+
+LIVE_CLASSES = ["Left", "Right", "Still"]
+
+
+def untrained_checkpoint(path: Path, stream: str, stack_length: int = 3, seed: int = 0, arch: str = "resnet18",
+                         classes: list[str] = LIVE_CLASSES, frame_size=(48, 64), input_size: int = 32,
+                         test_frames: int = 3) -> Path:
+    """A checkpoint in this repo's format with a ResNet of seeded random weights: scores that
+    differ from class to class, for comparing two ways of computing them (or for timing)."""
+    import torch
+
+    from models import build_model
+
+    torch.manual_seed(seed)
+    channels = 3 if stream == "spatial" else 2 * stack_length
+    model = build_model(arch, len(classes), channels, "none")
+    torch.save({"format": "two-stream-checkpoint/1", "stream": stream, "arch": arch,
+                "num_classes": len(classes), "in_channels": channels, "class_names": list(classes),
+                "frame_size": list(frame_size), "epoch": 1, "best_top1": 0.0, "model": model.state_dict(),
+                "args": {"arch": arch, "input_size": input_size, "test_frames": test_frames, "stack_length": stack_length,
+                         "recipe": "reference"}}, path)
+    return path
+
+
+def action_change_video(path: Path, seconds: float, fps: int = 10, seed: int = 0) -> Path:
+    """A square that moves right, then left, then stands still (an action change a third of the
+    way through and another two thirds), over a noisy textured background: MPEG-4 AVI."""
+    rng = np.random.default_rng(seed)
+    count = int(seconds * fps)
+    background = np.kron(rng.integers(60, 160, (7, 9, 3)), np.ones((8, 8, 1)))[:48, :64]
+    frames, x = [], 20.0
+    for t in range(count):
+        x += 2.0 if t < count / 3 else -2.0 if t < 2 * count / 3 else 0.0
+        frame = background.copy()
+        left = int(x) % 48
+        frame[16:32, left:left + 16] = (220, 200, 40)
+        frames.append(np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8))
+    return write_video(path, frames, "mpeg4", rate=fps, gop=10)
