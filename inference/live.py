@@ -257,10 +257,12 @@ class WindowPlanner:
 # --- scoring ----------------------------------------------------------------------------------
 
 class LiveScorer:
-    """Scores the windows of frames pushed in order (predict.py's windows and scores)."""
+    """Scores the windows of frames pushed in order (predict.py's windows and scores); ``score``
+    makes a window's record of its summed scores."""
 
     def __init__(self, streams: list[StreamModel], flow_of, window: float, stride: float,
-                 window_frames: int | None, bound: float, quality: int, device, score: Callable[[object], dict]):
+                 window_frames: int | None, bound: float, quality: int, device,
+                 score: Callable[[Window, object], dict]):
         self.streams, self.flow_of, self.device = streams, flow_of, device
         self.bound, self.quality, self.score = bound, quality, score
         self.planner = WindowPlanner(window, stride)
@@ -297,7 +299,7 @@ class LiveScorer:
             # a stack at the source's end is moved back (as offline), maybe before the window's first frame
             first = min(scorer.keep | {window.first})
             frames = ((i, self.buffer[i].seconds, self.buffer[i].frame) for i in range(first, last + 1))
-            out.append((window, self.score(scorer.run(frames)[0]), self.buffer[last]))
+            out.append((window, self.score(window, scorer.run(frames)[0]), self.buffer[last]))
             self.pending.pop(0)
         self._release()
         return out
@@ -415,7 +417,7 @@ def run_live(args, streams: list[StreamModel], weights: list[float], flow_of, de
     import contextlib
     import resource
 
-    from .predictor import fuse, resolve_frame_size
+    from .predictor import resolve_frame_size, window_record
 
     if args.show:
         check_show()
@@ -425,9 +427,8 @@ def run_live(args, streams: list[StreamModel], weights: list[float], flow_of, de
     frames = (file_frames(Path(args.live), size) if kind == "file"
               else live_frames(args.live, size, args.reconnect, args.stall))
 
-    def score(result) -> dict:
-        entry = fuse(result.scores, result.inputs, streams, weights, args.topk)
-        return {"topk": entry["topk"], "streams": {n: {"topk": v["topk"]} for n, v in entry["streams"].items()}}
+    def score(window, result) -> dict:
+        return window_record(window, result, streams, weights, args.topk)
     scorer = LiveScorer(streams, flow_of, args.window, args.stride, args.window_frames, args.bound,
                         args.jpeg_quality, device, score)
     capture = Capture(frames, speed, drop=not (kind == "file" and speed == 0.0))
@@ -439,13 +440,12 @@ def run_live(args, streams: list[StreamModel], weights: list[float], flow_of, de
 
         def emit(scored) -> None:
             nonlocal windows, latency_sum
-            for window, record, newest in scored:
+            for _, record, newest in scored:
                 latency = time.monotonic() - newest.arrived
                 windows, latency_sum = windows + 1, latency_sum + latency
                 latencies.append(latency)
                 del latencies[:-10_000]  # the p95 of the last 10,000 windows: memory stays flat
-                out.window({"start": round(window.start, 3), "end": round(window.stop, 3), **record,
-                            "wall_time": round(time.time(), 3), "latency": round(latency, 4),
+                out.window({**record, "wall_time": round(time.time(), 3), "latency": round(latency, 4),
                             "dropped": capture.dropped})
         try:
             capture.start()

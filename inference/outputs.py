@@ -107,10 +107,6 @@ class VideoWriter:
             raise UserError(f"cannot write {self.path} (OpenCV has no encoder for {self.suffix})\n"
                             f"  fix: use --annotate with .avi, .mp4 or .webm")
 
-    @property
-    def opened(self) -> bool:
-        return self.container is not None or self.writer is not None
-
     def close(self) -> None:
         if self.container is not None:
             for packet in self.stream.encode():

@@ -91,6 +91,14 @@ def fuse(scores: dict[str, np.ndarray], inputs: dict[str, int], streams: list[St
     return out
 
 
+def window_record(window, result, streams: list[StreamModel], weights: list[float], k: int) -> dict:
+    """One window of a timeline (predict.py --json's ``windows``, --live's records): its span in
+    seconds of the video, the fused top-k and each stream's."""
+    entry = fuse(result.scores, result.inputs, streams, weights, k)
+    return {"start": round(window.start, 3), "end": round(window.stop, 3), "topk": entry["topk"],
+            "streams": {n: {"topk": v["topk"]} for n, v in entry["streams"].items()}}
+
+
 def predict_video(path: Path, streams: list[StreamModel], weights: list[float], flow_of, args,
                   device: torch.device) -> dict:
     """One video's record: fused and per-stream top-k with probabilities and raw scores, and
@@ -125,12 +133,8 @@ def predict_video(path: Path, streams: list[StreamModel], weights: list[float], 
         results = scorer.run(read_ahead(reader.frames(scorer.keep)), progress=lambda index, seconds: bar.update(1))
     record.update(fuse(results[-1].scores, results[-1].inputs, streams, weights, args.topk))
     if args.window:
-        record["windows"] = []
-        for window, result in zip(windows[:-1], results[:-1]):
-            entry = fuse(result.scores, result.inputs, streams, weights, args.topk)
-            record["windows"].append({"start": round(window.start, 3), "end": round(window.stop, 3),
-                                      "topk": entry["topk"],
-                                      "streams": {n: {"topk": v["topk"]} for n, v in entry["streams"].items()}})
+        record["windows"] = [window_record(window, result, streams, weights, args.topk)
+                             for window, result in zip(windows[:-1], results[:-1])]
     record["flow_pairs"] = scorer.flow_calls  # each needed pair once, however many windows read it
     record["seconds"] = round(time.perf_counter() - started, 3)
     return record
