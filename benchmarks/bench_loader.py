@@ -126,7 +126,8 @@ def videos_against_frames(args: argparse.Namespace, root: Path, gop: int) -> Non
         extract_frames.main(extract_frames.get_args_parser().parse_args([str(video_root), str(frames_root)]))
         (frames_root / ".complete").touch()
     (video_bytes, video_files), (frame_bytes, frame_files) = disk_usage(video_root), disk_usage(frames_root)
-    print(f"\ndata: {root}, {args.videos} videos of {args.video_frames} frames, 320x240 MPEG-4 AVI, a key frame every {gop} frames")
+    print(f"\ndata: {root}, {args.videos} videos of {args.video_frames} frames, 320x240 MPEG-4 AVI, a key frame "
+          f"every {gop} frames")
     print(f"disk: videos {video_bytes / 2**20:.1f} MiB in {video_files} files; frames (256x340, q90) "
           f"{frame_bytes / 2**20:.1f} MiB in {frame_files} files ({frame_bytes / video_bytes:.1f}x)")
     split = load_split(split_dir, 1)

@@ -101,7 +101,8 @@ class VideoCounter:
             self.cache_path = Path(cache_dir) / f"video_index_{digest}.csv"
 
     def where(self, record: VideoRecord) -> str:
-        return self.problems.get(record.name, f"video file not found ({Path(self.root) / record.class_name / record.name}"
+        expected = Path(self.root) / record.class_name / record.name
+        return self.problems.get(record.name, f"video file not found ({expected}"
                                               f".{{{','.join(e[1:] for e in VIDEO_EXTENSIONS)}}})")
 
     def find(self, record: VideoRecord) -> str | None:

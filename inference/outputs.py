@@ -96,7 +96,8 @@ class VideoWriter:
 
             self.container = av.open(str(self.path), "w", format="webm")
             self.stream = self.container.add_stream("libvpx", rate=Fraction(self.fps).limit_denominator(1001))
-            self.stream.width, self.stream.height, self.stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+            self.stream.width, self.stream.height = width - width % 2, height - height % 2  # VP8: even sides
+            self.stream.pix_fmt = "yuv420p"
             self.stream.codec_context.bit_rate = 2_000_000
             return
         import cv2

@@ -205,8 +205,9 @@ def add_live_arguments(live) -> None:
     live.add_argument("--pace", default="realtime",
                       help="--live on a file: realtime (its frame rate), fast (as fast as it decodes: nothing dropped, "
                            "predict.py's timeline) or Nx (N times its frame rate)")
-    add_path(live, "--jsonl", role=OUTPUT, help="--live: one JSON record a window (as --json's windows, with wall time, "
-                                              "latency and frames dropped), and the summary last")
+    add_path(live, "--jsonl", role=OUTPUT,
+             help="--live: one JSON record a window (as --json's windows, with wall time, latency and frames dropped), "
+                  "and the summary last")
     live.add_argument("--show", action="store_true",
                       help="--live: a window with the frames and the current top-k (needs OpenCV with window support "
                            "and a display)")

@@ -39,7 +39,8 @@ def test_bench_loader_and_bench_train(tmp_path):
 
 def test_bench_disk():
     out = run("benchmarks/bench_disk.py", "--generate", "--seconds", "1", "--size", "48", "64", "--workers", "1")
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("videos ", "frames ", "flow "))}
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(("videos ", "frames ", "flow "))}
     assert set(rows) == {"videos", "frames", "flow"} and int(rows["frames"][2]) == 30 and int(rows["flow"][5]) == 58
 
 

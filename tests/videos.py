@@ -148,8 +148,8 @@ def untrained_checkpoint(path: Path, stream: str, stack_length: int = 3, seed: i
     torch.save({"format": "two-stream-checkpoint/1", "stream": stream, "arch": arch,
                 "num_classes": len(classes), "in_channels": channels, "class_names": list(classes),
                 "frame_size": list(frame_size), "epoch": 1, "best_top1": 0.0, "model": model.state_dict(),
-                "args": {"arch": arch, "input_size": input_size, "test_frames": test_frames, "stack_length": stack_length,
-                         "recipe": "reference"}}, path)
+                "args": {"arch": arch, "input_size": input_size, "test_frames": test_frames,
+                         "stack_length": stack_length, "recipe": "reference"}}, path)
     return path
 
 

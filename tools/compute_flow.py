@@ -43,9 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flow.storage import CPU_METHODS, METHODS, flow_function, quantize, quantize_tensor  # noqa: E402
 from dataloader.video import VideoReader, find_videos  # noqa: E402
 from tools.extract_frames import FRAME_NAME  # noqa: E402
-from tools.jobs import (file_stamp, finish_partial, read_stamp, report, report_check, resolve_shard, run_claimed,  # noqa: E402
-                        run_jobs, shard, shard_note, start_partial)
-from guards import FRAME_FILES, INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, frame_size, plain_name  # noqa: E402
+from tools.jobs import (check_unique_names, file_stamp, finish_partial, read_stamp, report,  # noqa: E402
+                        report_check, resolve_shard, run_claimed, run_jobs, shard, shard_note, start_partial)
+from guards import (FRAME_FILES, INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, frame_size,  # noqa: E402
+                    plain_name)
 from utils import HelpFormatter, UserError, default_workers, run_cli  # noqa: E402
 
 FRAME_RE = re.compile(r"frame(\d+)\.jpg$")
@@ -287,11 +288,7 @@ def video_jobs(args: argparse.Namespace) -> list[FlowJob]:
     size = frame_size(args.size)
     jobs = [FlowJob(plain_name(v.stem, str(v)), str(v), str(args.out_dir), args.method, args.bound, args.quality,
                     video=True, size=size) for v in videos]
-    names = [j.name for j in jobs]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise UserError(f"two videos have the same file name ({', '.join(twice[:3])}); flow folders are named after "
-                        f"it\n  fix: rename one of them")
+    check_unique_names(jobs, "flow")
     return jobs
 
 

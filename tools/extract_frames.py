@@ -28,7 +28,7 @@ from dataloader.index import LAYOUTS  # noqa: E402
 from dataloader.splits import SPLIT_FORMATS, listed_videos  # noqa: E402
 from dataloader.video import VIDEO_EXTENSIONS, find_videos as find_all_videos, resize_frame  # noqa: E402
 
-from tools.jobs import (file_stamp, finish_partial, read_stamp, report, report_check,  # noqa: E402
+from tools.jobs import (check_unique_names, file_stamp, finish_partial, read_stamp, report, report_check,  # noqa: E402
                         resolve_shard, run_claimed, run_jobs, shard, shard_note, start_partial)
 from guards import INPUT, OUTPUT, VIDEO_FILES, add_path, bound, check_io, frame_size, plain_name  # noqa: E402
 from utils import HelpFormatter, UserError, default_workers, run_cli  # noqa: E402
@@ -142,9 +142,7 @@ def main(args: argparse.Namespace) -> int:
                         f"you can write") from None
     jobs = [FrameJob(plain_name(v.stem, str(v)), str(v), str(args.out_dir), args.every, size, args.quality)
             for v in videos]
-    names = [j.name for j in jobs]
-    if len(set(names)) != len(names):
-        raise UserError("two videos have the same file name; frame folders are named after it")
+    check_unique_names(jobs, "frame")
     if args.check:
         return report_check([(j.name, why) for j in jobs if (why := incomplete_frames(j)) is not None], len(jobs),
                             "frames")

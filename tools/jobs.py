@@ -279,6 +279,16 @@ def resolve_shard(option: str | None, environ: dict | None = None) -> tuple[int,
     return 0, 1
 
 
+def check_unique_names(jobs: list, what: str) -> None:
+    """Jobs write one folder each, named after their video's file name: two videos with one name
+    would write one folder, so they are refused (naming them) before any work."""
+    names = [job.name for job in jobs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"two videos have the same file name ({', '.join(twice[:3])}); {what} folders are named "
+                        f"after it\n  fix: rename one of them")
+
+
 def shard(jobs: list, k: int, n: int) -> list:
     """Job i of the sorted list goes to shard i mod n: disjoint shards that cover every job."""
     return sorted(jobs, key=lambda job: job.name)[k::n]
